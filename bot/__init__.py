@@ -1,0 +1,1 @@
+"""dangjian-bot: the chat assistant (core, adapters, reminders, checklists, CLI)."""

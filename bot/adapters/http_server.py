@@ -1,0 +1,54 @@
+"""The HTTP server that callback platforms (WeCom, DingTalk) post to: FastAPI + uvicorn.
+
+Adapters contribute an ``APIRouter``; this module adds ``/healthz`` and a request-size limit
+(413 before any adapter code runs) and serves them on ``DANGJIAN_HTTP_HOST:DANGJIAN_HTTP_PORT``.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024  # callbacks are small; anything larger is refused with 413
+
+
+def build_http_app(
+    routers: list[APIRouter],
+    *,
+    health: Callable[[], dict] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """A FastAPI app with the given routers, ``GET /healthz`` and a body-size limit."""
+    app = FastAPI(title="dangjian-bot", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_body_bytes):
+            return PlainTextResponse("request body too large", status_code=413)
+        if request.method in {"POST", "PUT", "PATCH"}:
+            body = await request.body()  # cached by Starlette for the handler
+            if len(body) > max_body_bytes:
+                return PlainTextResponse("request body too large", status_code=413)
+        return await call_next(request)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", **(health() if health else {})})
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+async def serve_http(app: FastAPI, host: str, port: int) -> None:
+    """Serve until cancelled. Logs go through the standard logging setup."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    log.info("HTTP server listening on %s:%d", host, port)
+    await server.serve()

@@ -1,0 +1,173 @@
+"""The conversation core: turns one incoming message into the replies to send.
+
+Adapters call :meth:`Core.handle`; it owns commands, help, questions, rate limiting and error
+handling, and routes feature commands (meetings, checklists, admin) to their plug-ins.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from typing import Protocol
+
+from bot.core import texts
+from bot.core.feature import Context, Feature
+from bot.core.format import format_answer
+from bot.core.models import Capabilities, IncomingMessage, OutgoingMessage
+from bot.core.outbound import OutboundRegistry
+from retrieval.models import Answer
+
+log = logging.getLogger(__name__)
+
+
+class QuestionAnswerer(Protocol):
+    def ask(self, question: str) -> Answer: ...
+
+
+class RateLimiter:
+    """At most ``per_minute`` messages per (platform, user) in any 60 s window."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._events: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+
+    def allow(self, platform: str, user_id: str) -> bool:
+        if self.per_minute <= 0:
+            return True
+        now = self._clock()
+        q = self._events[(platform, user_id)]
+        while q and now - q[0] > 60:
+            q.popleft()
+        if len(q) >= self.per_minute:
+            return False
+        q.append(now)
+        return True
+
+
+def parse_command(text: str) -> tuple[str, str] | None:
+    """``/meeting@dangjian_bot add …`` → ("meeting", "add …"); None when not a command."""
+    text = text.strip()
+    if not text.startswith("/") or len(text) < 2:
+        return None
+    head, _, rest = text[1:].partition(" ")
+    word = head.split("@", 1)[0].lower()
+    if not word or not all(c.isalnum() or c == "_" for c in word):
+        return None
+    return word, rest.strip()
+
+
+class Core:
+    """Platform-neutral conversation logic. One instance per process."""
+
+    def __init__(
+        self,
+        qa: QuestionAnswerer,
+        *,
+        admins: frozenset[str] = frozenset(),
+        max_question_chars: int = 500,
+        rate_limit_per_minute: int = 20,
+        outbound: OutboundRegistry | None = None,
+        features: list[Feature] | None = None,
+    ) -> None:
+        self.qa = qa
+        self.admins = admins
+        self.max_question_chars = max_question_chars
+        self.rate = RateLimiter(rate_limit_per_minute)
+        self.outbound = outbound or OutboundRegistry()
+        self.features: list[Feature] = []
+        self._by_command: dict[str, Feature] = {}
+        for feature in features or []:
+            self.add_feature(feature)
+
+    def add_feature(self, feature: Feature) -> None:
+        self.features.append(feature)
+        for word in feature.commands:
+            self._by_command[word] = feature
+
+    def is_admin(self, platform: str, user_id: str) -> bool:
+        return f"{platform}:{user_id}" in self.admins
+
+    # ------------------------------------------------------------------
+    async def handle(self, msg: IncomingMessage, caps: Capabilities) -> list[OutgoingMessage]:
+        """Replies for one message; never raises (errors become a short apology)."""
+        try:
+            return await self._handle(msg, caps)
+        except Exception:
+            log.exception("handler failed for %s:%s", msg.platform, msg.chat_id)
+            return [OutgoingMessage(text=texts.INTERNAL_ERROR)]
+
+    async def _handle(self, msg: IncomingMessage, caps: Capabilities) -> list[OutgoingMessage]:
+        ctx = Context(msg=msg, caps=caps, is_admin=self.is_admin(msg.platform, msg.user_id))
+        if msg.callback_data is not None:
+            return await self._callback(ctx, msg.callback_data)
+        if not msg.addressed:
+            return []
+        if not self.rate.allow(msg.platform, msg.user_id):
+            return [OutgoingMessage(text=texts.RATE_LIMITED)]
+        text = msg.text.strip()
+        command = parse_command(text)
+        if command is not None:
+            return await self._command(ctx, *command)
+        for feature in self.features:
+            consumed = await feature.on_text(ctx)
+            if consumed is not None:
+                return consumed
+        if msg.file is not None:
+            return [OutgoingMessage(text=texts.FILE_NOT_EXPECTED)]
+        if not _has_words(text):
+            return [OutgoingMessage(text=texts.EMPTY_QUESTION)]
+        return [await self.answer(text, caps)]
+
+    async def answer(self, question: str, caps: Capabilities) -> OutgoingMessage:
+        question = question[: self.max_question_chars]
+        answer = await asyncio.to_thread(self.qa.ask, question)
+        return OutgoingMessage(text=format_answer(answer))
+
+    async def _command(self, ctx: Context, word: str, args: str) -> list[OutgoingMessage]:
+        if word == "start":
+            return [OutgoingMessage(text=texts.START + "\n\n" + self.help_text())]
+        if word == "help":
+            return [OutgoingMessage(text=self.help_text())]
+        if word == "ask":
+            if not _has_words(args):
+                return [OutgoingMessage(text=texts.EMPTY_QUESTION)]
+            return [await self.answer(args, ctx.caps)]
+        feature = self._by_command.get(word)
+        if feature is None:
+            return [OutgoingMessage(text=texts.UNKNOWN_COMMAND.format(word=word) + "\n\n" + self.help_text())]
+        return await feature.on_command(ctx, word, args)
+
+    async def _callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
+        prefix = data.split(":", 1)[0]
+        for feature in self.features:
+            if feature.callback_prefix and feature.callback_prefix == prefix:
+                return await feature.on_callback(ctx, data)
+        return [OutgoingMessage(text="", toast=texts.STALE_BUTTON)]
+
+    def help_text(self) -> str:
+        lines = [texts.HELP_HEADER]
+        rows: list[tuple[str, str]] = list(texts.BASE_HELP)
+        for feature in self.features:
+            rows.extend(feature.help_lines)
+        for usage, description in rows:
+            lines.append(f"{usage}\n    {description}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------
+    def commands_for_menu(self) -> list[tuple[str, str]]:
+        """(command, short description) pairs for a platform's command menu (setMyCommands)."""
+        menu = [("start", "开始使用"), ("help", "查看全部命令和示例")]
+        for feature in self.features:
+            for usage, description in feature.help_lines:
+                word = usage.split()[0].lstrip("/")
+                if word not in {w for w, _ in menu}:
+                    menu.append((word, description[:60]))
+        return menu
+
+
+def _has_words(text: str) -> bool:
+    """True when the text has at least one letter or CJK character (not only emoji/punctuation)."""
+    return any(ch.isalnum() for ch in text)

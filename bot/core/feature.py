@@ -1,0 +1,52 @@
+"""The plug-in contract for chat features (meetings, checklists, admin commands).
+
+The core parses the command word and routes to the feature that declared it; features return
+outgoing messages and never talk to a platform directly (pushes go through
+:class:`bot.core.outbound.OutboundRegistry`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.core.models import Capabilities, ChatRef, ChatType, IncomingMessage, OutgoingMessage
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a feature knows about the message it is handling."""
+
+    msg: IncomingMessage
+    caps: Capabilities
+    is_admin: bool  # listed in DANGJIAN_ADMIN_IDS
+
+    @property
+    def ref(self) -> ChatRef:
+        m = self.msg
+        return ChatRef(platform=m.platform, chat_id=m.chat_id, chat_type=m.chat_type, user_id=m.user_id)
+
+    @property
+    def in_group(self) -> bool:
+        return self.msg.chat_type != ChatType.PRIVATE
+
+    @property
+    def can_manage_group(self) -> bool:
+        """Group admins and bot admins may manage a group's shared things."""
+        return self.is_admin or self.msg.sender_is_chat_admin or not self.in_group
+
+
+class Feature(Protocol):
+    #: command words without the slash, e.g. ("meeting", "meetings")
+    commands: tuple[str, ...]
+    #: callback data prefix this feature owns, e.g. "chk"; None if it has no buttons
+    callback_prefix: str | None
+    #: lines for /help: (usage with an example, one-line description)
+    help_lines: list[tuple[str, str]]
+
+    async def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]: ...
+
+    async def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]: ...
+
+    async def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
+        """A plain text the feature may consume (e.g. 完成 in a checklist); None = not mine."""
+        ...

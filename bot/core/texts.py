@@ -1,0 +1,27 @@
+"""User-facing Chinese texts of the core (features keep their own next to their code)."""
+from __future__ import annotations
+
+START = (
+    "您好！我是党建助手。\n"
+    "您可以直接用中文提问党内工作程序方面的问题，例如“党组会议一般多久召开一次？”，"
+    "我会引用相关文件的具体条款作答，并注明出处；文件中没有规定的，我会如实说明。\n"
+    "支部书记还可以登记会议并接收会前提醒，或按清单一步步准备民主生活会、组织生活会。"
+)
+HELP_HEADER = "可用命令（群聊中请 @我 或直接使用命令）："
+BASE_HELP: list[tuple[str, str]] = [
+    ("/start", "开始使用，查看简介"),
+    ("/help", "查看全部命令和示例"),
+    ("直接提问，例如：党组会议要多少人到会才能召开？", "按文件条款回答并注明出处"),
+    ("/ask 党组会议纪要由谁签发？", "提问（群聊中也可用）"),
+]
+UNKNOWN_COMMAND = "没有 /{word} 这个命令。"
+INTERNAL_ERROR = "抱歉，处理您的消息时出现了问题，请稍后再试。"
+RATE_LIMITED = "您发送得太快了，请稍等一分钟再提问。"
+EMPTY_QUESTION = "请用文字描述您的问题，例如：党组会议一般多久召开一次？"
+FILE_NOT_EXPECTED = "我只能回答文字提问。如需更新文件库，请管理员在私聊中发送文件。"
+STALE_BUTTON = "这个按钮已失效，请重新发送命令。"
+REFUSAL = (
+    "文件中没有找到与您的问题相关的规定，无法作答。"
+    "我只依据已收录的党内法规和文件回答党建工作程序方面的问题。"
+)
+SERVICE_UNAVAILABLE = "服务暂时不可用，请稍后再试。"
