@@ -1,6 +1,8 @@
 """Data shapes shared by ingest, index, search and answers."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import BaseModel, Field
 
 
@@ -70,3 +72,8 @@ class Answer(BaseModel):
     citations: list[Citation] = Field(default_factory=list)
     quote: str = ""  # the sentence(s) quoted from citations[0]
     mode: str = "extractive"  # or "llm"
+
+
+#: Resolve a citation given as (doc_id, article label) to the indexed article, or None.
+#: Used by checklists and meeting rules; provided by the retriever over the serving index.
+ArticleLookup = Callable[[str, str], "Article | None"]

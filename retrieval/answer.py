@@ -1,0 +1,85 @@
+"""Extractive answers: the sentences of the best article that answer the question, quoted and
+cited from metadata; or a refusal when the evidence is weak."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from retrieval.models import Answer, Article, Citation, Hit
+from retrieval.normalize import normalize_question
+from retrieval.search import Evidence
+from retrieval.tokenize import tokens
+
+REFUSAL = (
+    "文件中没有找到与您的问题相关的规定，无法作答。"
+    "我只依据已收录的党内法规和文件回答党建工作程序方面的问题。"
+)
+_SENTENCE = re.compile(r"[^。！？；\n]+[。！？；]?")
+# Numbers, frequencies and quantities: a sentence carrying one is likelier to hold the rule.
+_QUANTITY = re.compile(r"[0-9一二两三四五六七八九十百半]+(次|天|日|个月|月|年|人|名|学时|小时|周|届|%)|每[年月季周半]|半数|三分之二|不少于|不超过|以上|以内")
+
+
+@dataclass
+class RefusalThresholds:
+    """Calibrated on the dev set's in-scope and out-of-scope questions (see `make bench`)."""
+
+    min_coverage: float = 0.34
+    min_known_terms: float = 0.5
+    min_dense: float = 0.80
+    strong_dense: float = 0.86
+
+
+def should_refuse(evidence: Evidence, t: RefusalThresholds) -> bool:
+    if evidence.dense <= 0 and evidence.coverage <= 0:
+        return True
+    if evidence.known_terms < t.min_known_terms and evidence.dense < t.strong_dense:
+        return True
+    if evidence.coverage < t.min_coverage and evidence.dense < t.strong_dense:
+        return True
+    return evidence.dense < t.min_dense
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+
+
+def best_sentences(question: str, article: Article, limit: int = 2) -> list[str]:
+    """The sentences of the article that share the most question terms, in text order."""
+    q_terms = set(tokens(normalize_question(question)))
+    sentences = split_sentences(_strip_label(article))
+    if not sentences:
+        return [article.text]
+    scored = []
+    for i, s in enumerate(sentences):
+        s_terms = set(tokens(s))
+        overlap = sum(len(t) for t in q_terms & s_terms)
+        bonus = 1.5 if _QUANTITY.search(s) else 0.0
+        scored.append((overlap + bonus - 0.01 * i, i))
+    scored.sort(reverse=True)
+    best_score = scored[0][0]
+    chosen = [scored[0][1]]
+    for score, i in scored[1:limit]:
+        if score >= max(2.0, best_score * 0.6):
+            chosen.append(i)
+    return [sentences[i] for i in sorted(chosen)]
+
+
+def _strip_label(article: Article) -> str:
+    text = article.text
+    if text.startswith(article.label):
+        text = text[len(article.label):].lstrip()
+    return text
+
+
+def extractive_answer(question: str, hits: list[Hit], evidence: Evidence,
+                      thresholds: RefusalThresholds | None = None) -> Answer:
+    """Build the answer from the best hit, or refuse when the evidence is weak."""
+    if not hits or should_refuse(evidence, thresholds or RefusalThresholds()):
+        return Answer(question=question, answer=REFUSAL, refused=True)
+    top = hits[0].article
+    quote = "".join(best_sentences(question, top))
+    answer = f"根据{top.citation}：{quote}"
+    return Answer(
+        question=question, answer=answer, refused=False, quote=quote,
+        citations=[Citation.from_hit(h) for h in hits],
+    )

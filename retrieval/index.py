@@ -1,0 +1,262 @@
+"""Build a new index version from regulation files (the code path of `dangjian ingest` and
+`/reindex`): parse, chunk, embed (reusing unchanged embeddings), write, then switch."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from retrieval.documents import ParsedDocument, iter_corpus_files, load_metadata, mark_superseded, parse_file
+from retrieval.embed import E5Embeddings
+from retrieval.models import Article
+from retrieval.read import ReadError
+from retrieval.store import ChromaLocation, PointerStore, new_version_name
+
+log = logging.getLogger(__name__)
+
+CHUNK_CHARS = 240
+KEEP_VERSIONS = 2  # the serving one and the previous one (for rollback)
+
+#: progress(stage, done, total, detail)
+Progress = Callable[[str, int, int, str], None]
+
+
+class IngestError(RuntimeError):
+    """The whole ingest failed; the serving index is untouched. Message is Chinese."""
+
+
+class IngestBusy(IngestError):
+    """Another ingest is running in this process."""
+
+
+@dataclass
+class FileError:
+    file: str
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    version: str
+    documents: list[dict] = field(default_factory=list)  # manifest entries
+    added: list[str] = field(default_factory=list)  # titles
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+    articles: int = 0
+    chunks: int = 0
+    embedded: int = 0  # chunks embedded anew (the rest reused)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def chunk_article(article: Article, max_chars: int = CHUNK_CHARS) -> list[str]:
+    """Split a long article into parts at line/sentence boundaries; short ones stay whole."""
+    text = article.text
+    if len(text) <= max_chars:
+        return [text]
+    pieces: list[str] = []
+    for line in text.split("\n"):
+        while len(line) > max_chars:
+            cut = max(line.rfind(p, 0, max_chars) for p in "。；！？")
+            cut = cut + 1 if cut > max_chars // 3 else max_chars
+            pieces.append(line[:cut])
+            line = line[cut:]
+        if line:
+            pieces.append(line)
+    parts: list[str] = []
+    current = ""
+    for piece in pieces:
+        if current and len(current) + len(piece) + 1 > max_chars:
+            parts.append(current)
+            current = piece
+        else:
+            current = f"{current}\n{piece}" if current else piece
+    if current:
+        parts.append(current)
+    return parts
+
+
+def passage_text(article: Article, chunk: str) -> str:
+    """What is embedded and indexed for a chunk: document title and heading give it context."""
+    return f"{article.doc_title}｜{article.heading}\n{chunk}" if article.heading else f"{article.doc_title}\n{chunk}"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class IndexBuilder:
+    """Builds index versions. One build at a time per process (a second one raises IngestBusy)."""
+
+    def __init__(self, location: ChromaLocation, pointer: PointerStore, embeddings: E5Embeddings) -> None:
+        self.location = location
+        self.pointer = pointer
+        self.embeddings = embeddings
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def build(self, paths: list[Path], progress: Progress | None = None) -> IngestReport:
+        if not self._lock.acquire(blocking=False):
+            raise IngestBusy("正在更新索引，请稍候")
+        try:
+            return self._build(paths, progress or (lambda *a: None))
+        finally:
+            self._lock.release()
+
+    # ------------------------------------------------------------------
+    def _build(self, paths: list[Path], progress: Progress) -> IngestReport:
+        started = time.monotonic()
+        files = iter_corpus_files(paths)
+        version = new_version_name()
+        report = IngestReport(version=version)
+        docs = self._parse_all(paths, files, report, progress)
+        if not docs:
+            raise IngestError("没有可索引的文件：" + ("；".join(f"{e.file}：{e.reason}" for e in report.errors) or "目录为空"))
+        mark_superseded(docs)
+
+        rows: list[tuple[str, str, dict, Article]] = []  # id, passage, metadata
+        for d in docs:
+            for a in d.articles:
+                for part, chunk in enumerate(chunk_article(a)):
+                    rows.append((f"{a.doc_id}#{a.order}#{part}", passage_text(a, chunk), _metadata(a, part), a))
+        report.articles = sum(len(d.articles) for d in docs)
+        report.chunks = len(rows)
+
+        previous = self.pointer.read()
+        prev_version = previous["current"] if previous else None
+        cache = self._previous_embeddings(prev_version)
+        vectors: list[list[float] | None] = [cache.get(_sha(p)) for _, p, _, _ in rows]
+        todo = [i for i, v in enumerate(vectors) if v is None]
+        report.embedded = len(todo)
+        for start in range(0, len(todo), 32):
+            batch = todo[start : start + 32]
+            embedded = self.embeddings.passages([rows[i][1] for i in batch])
+            for i, vec in zip(batch, embedded):
+                vectors[i] = vec.tolist()
+            progress("embed", min(start + 32, len(todo)), len(todo), "计算向量")
+
+        try:
+            collection = self.location.create(version)
+            for start in range(0, len(rows), 256):
+                batch = rows[start : start + 256]
+                collection.add(
+                    ids=[r[0] for r in batch],
+                    documents=[r[1] for r in batch],
+                    metadatas=[r[2] for r in batch],
+                    embeddings=[vectors[start + j] for j in range(len(batch))],
+                )
+                progress("write", min(start + 256, len(rows)), len(rows), "写入索引")
+            manifest = self._manifest(version, docs, report)
+            self.pointer.save_manifest(version, manifest)
+        except Exception as exc:
+            self.location.drop(version)
+            raise IngestError(f"写入索引失败，当前索引保持不变：{exc}") from exc
+
+        self._diff(report, self.pointer.load_manifest(prev_version) if prev_version else None, manifest)
+        self.pointer.write(version, prev_version)
+        self._cleanup(keep={version, prev_version})
+        report.documents = manifest["documents"]
+        report.seconds = round(time.monotonic() - started, 2)
+        return report
+
+    def _parse_all(self, roots: list[Path], files: list[Path], report: IngestReport, progress: Progress) -> list[ParsedDocument]:
+        metadata: dict[str, dict] = {}
+        for root in roots:
+            folder = root if root.is_dir() else root.parent
+            metadata.update(load_metadata(folder))
+        docs: list[ParsedDocument] = []
+        seen_hashes: set[str] = set()
+        seen_ids: set[str] = set()
+        for n, path in enumerate(files, start=1):
+            progress("parse", n, len(files), path.name)
+            if not path.exists():
+                report.errors.append(FileError(path.name, "文件不存在"))
+                continue
+            try:
+                doc = parse_file(path, metadata.get(path.name))
+            except ReadError as exc:
+                report.errors.append(FileError(path.name, str(exc)))
+                continue
+            except Exception as exc:  # a parser bug must not stop the other files
+                log.exception("failed to parse %s", path)
+                report.errors.append(FileError(path.name, f"解析失败：{type(exc).__name__}"))
+                continue
+            if doc.content_hash in seen_hashes:
+                continue  # the same file given twice (e.g. corpus/ and extra/)
+            if not doc.articles:
+                report.errors.append(FileError(path.name, "没有识别出任何条文或段落"))
+                continue
+            if doc.meta.doc_id in seen_ids:
+                doc.meta.doc_id = f"{doc.meta.doc_id}-{doc.content_hash[:6]}"
+                for a in doc.articles:
+                    a.doc_id = doc.meta.doc_id
+            seen_hashes.add(doc.content_hash)
+            seen_ids.add(doc.meta.doc_id)
+            docs.append(doc)
+        return docs
+
+    def _previous_embeddings(self, version: str | None) -> dict[str, list[float]]:
+        if not version:
+            return {}
+        try:
+            got = self.location.open(version).get(include=["documents", "embeddings"])
+        except Exception:
+            return {}
+        docs = got.get("documents") or []
+        embs = got.get("embeddings")
+        if embs is None:
+            return {}
+        return {_sha(d): list(map(float, e)) for d, e in zip(docs, embs)}
+
+    @staticmethod
+    def _manifest(version: str, docs: list[ParsedDocument], report: IngestReport) -> dict:
+        return {
+            "version": version,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "documents": [
+                {
+                    "doc_id": d.meta.doc_id, "title": d.meta.title, "source": d.meta.source,
+                    "date": d.meta.date, "status": d.meta.status, "issuer": d.meta.issuer,
+                    "aliases": d.meta.aliases, "hash": d.content_hash, "articles": len(d.articles),
+                }
+                for d in docs
+            ],
+            "errors": [{"file": e.file, "reason": e.reason} for e in report.errors],
+            "articles": report.articles,
+            "chunks": report.chunks,
+        }
+
+    @staticmethod
+    def _diff(report: IngestReport, old: dict | None, new: dict) -> None:
+        before = {d["source"]: d for d in (old or {}).get("documents", [])}
+        after = {d["source"]: d for d in new["documents"]}
+        report.added = [after[s]["title"] for s in after if s not in before]
+        report.removed = [before[s]["title"] for s in before if s not in after]
+        report.changed = [after[s]["title"] for s in after if s in before and before[s]["hash"] != after[s]["hash"]]
+
+    def _cleanup(self, keep: set[str | None]) -> None:
+        if self.location.is_server:
+            return  # server collections are dropped by cleanup_server_versions once replicas switched
+        for v in self.location.existing_versions():
+            if v not in keep:
+                self.location.drop(v)
+
+
+def _metadata(a: Article, part: int) -> dict:
+    return {
+        "doc_id": a.doc_id, "doc_title": a.doc_title, "label": a.label, "heading": a.heading,
+        "source": a.source, "date": a.date or "", "status": a.status, "order": a.order, "part": part,
+        "article_text": a.text,
+    }

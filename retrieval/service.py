@@ -1,0 +1,116 @@
+"""The retrieval service the bot and CLI use: the serving index, questions, lookups, ingest.
+
+The serving :class:`LoadedIndex` is swapped atomically (a single reference assignment) after a
+new version is published, so questions keep being answered from the old index while a new one
+builds, and never see a half-built one.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from bot.settings import Settings
+from retrieval.answer import REFUSAL, RefusalThresholds, extractive_answer
+from retrieval.embed import E5Embeddings
+from retrieval.index import IndexBuilder, IngestReport, Progress
+from retrieval.models import Answer, Article
+from retrieval.search import LoadedIndex
+from retrieval.store import ChromaLocation, FilePointerStore, PointerStore
+
+log = logging.getLogger(__name__)
+
+
+class NoIndex(RuntimeError):
+    """No index has been built yet (message in Chinese)."""
+
+
+class RetrievalService:
+    def __init__(self, settings: Settings, pointer: PointerStore | None = None,
+                 embeddings: E5Embeddings | None = None) -> None:
+        self.settings = settings
+        self.location = ChromaLocation(settings.index_dir, settings.chroma_url)
+        self.pointer = pointer or FilePointerStore(settings.index_dir)
+        self.embeddings = embeddings or E5Embeddings()
+        self.builder = IndexBuilder(self.location, self.pointer, self.embeddings)
+        self.thresholds = RefusalThresholds()
+        self._index: LoadedIndex | None = None
+        self._swap_lock = threading.Lock()
+        self._llm = None
+        if settings.llm_enabled:
+            from retrieval.llm import LLMAnswerer
+
+            self._llm = LLMAnswerer(settings, Path(__file__).resolve().parent.parent / "prompts")
+
+    # ------------------------------------------------------------------ serving index
+    @property
+    def index(self) -> LoadedIndex:
+        if self._index is None:
+            self.reload()
+        if self._index is None:
+            raise NoIndex("还没有建立索引，请先运行 `dangjian ingest`。")
+        return self._index
+
+    @property
+    def has_index(self) -> bool:
+        return self._index is not None or self.pointer.read() is not None
+
+    def reload(self) -> bool:
+        """Load the version the pointer names if it is not the one serving; True if switched."""
+        pointer = self.pointer.read()
+        if not pointer:
+            return False
+        version = pointer["current"]
+        if self._index is not None and self._index.version == version:
+            return False
+        with self._swap_lock:
+            if self._index is not None and self._index.version == version:
+                return False
+            client, name = self.location.client_and_name(version)
+            loaded = LoadedIndex(version, client, name, self.embeddings, manifest=self.pointer.load_manifest(version))
+            self._index = loaded  # atomic swap
+            log.info("serving index version %s (%d articles)", version, len(loaded.articles))
+            return True
+
+    def lookup(self, doc: str, label: str) -> Article | None:
+        return self.index.lookup(doc, label)
+
+    # ------------------------------------------------------------------ questions
+    def ask(self, question: str) -> Answer:
+        """Answer one question (never raises for bad input; raises NoIndex without an index)."""
+        question = (question or "")[: self.settings.max_question_chars]
+        if not question.strip():
+            return Answer(question=question, answer=REFUSAL, refused=True)
+        index = self.index
+        hits, evidence = index.search(question, k=self.settings.top_k)
+        answer = extractive_answer(question, hits, evidence, self.thresholds)
+        if self._llm is not None and not answer.refused:
+            answer = self._llm.answer(question, hits, answer)
+        return answer
+
+    # ------------------------------------------------------------------ ingest
+    def ingest(self, paths: list[Path] | None = None, progress: Progress | None = None) -> IngestReport:
+        """Build a new version from the paths (default: the corpus folder) and serve it."""
+        report = self.builder.build(paths or [self.settings.corpus_dir], progress)
+        self.reload()
+        return report
+
+    def rollback(self) -> str | None:
+        """Switch back to the previous version; returns it, or None if there is none."""
+        pointer = self.pointer.read()
+        if not pointer or not pointer.get("previous"):
+            return None
+        previous = pointer["previous"]
+        if self.pointer.load_manifest(previous) is None:
+            return None
+        self.pointer.write(previous, pointer["current"])
+        self.reload()
+        return previous
+
+    def warm_up(self) -> None:
+        """Load the index and run one question so the first user does not wait."""
+        t = time.monotonic()
+        if self.has_index:
+            self.index.search("党组会议", k=1)
+        log.info("warm-up took %.2fs", time.monotonic() - t)
