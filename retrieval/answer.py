@@ -45,10 +45,15 @@ def split_sentences(text: str) -> list[str]:
 
 def best_sentences(question: str, article: Article, limit: int = 2) -> list[str]:
     """The sentences of the article that share the most question terms, in text order."""
+    return best_sentences_of(question, _strip_label(article.text, article.label), limit)
+
+
+def best_sentences_of(question: str, text: str, limit: int = 2) -> list[str]:
+    """The sentences of ``text`` that share the most question terms, in text order."""
     q_terms = set(tokens(normalize_question(question)))
-    sentences = split_sentences(_strip_label(article))
+    sentences = split_sentences(text)
     if not sentences:
-        return [article.text]
+        return [text]
     scored = []
     for i, s in enumerate(sentences):
         s_terms = set(tokens(s))
@@ -64,10 +69,9 @@ def best_sentences(question: str, article: Article, limit: int = 2) -> list[str]
     return [sentences[i] for i in sorted(chosen)]
 
 
-def _strip_label(article: Article) -> str:
-    text = article.text
-    if text.startswith(article.label):
-        text = text[len(article.label):].lstrip()
+def _strip_label(text: str, label: str) -> str:
+    if text.startswith(label):
+        text = text[len(label):].lstrip()
     return text
 
 
