@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     # Storage
     data_dir: Path = Path("./data")
     corpus_dir: Path = Path("./corpus")
-    database_url: str | None = None  # default: sqlite in data_dir
+    database_url: str | None = Field(default=None, repr=False)  # default: sqlite in data_dir
     chroma_url: str | None = None  # default: embedded PersistentClient in data_dir
 
     # Retrieval and answers
@@ -35,7 +35,7 @@ class Settings(BaseSettings):
 
     # LLM (optional)
     llm_base_url: str | None = None
-    llm_api_key: str | None = None
+    llm_api_key: str | None = Field(default=None, repr=False)
     llm_model: str | None = None
     llm_timeout: float = 20.0
 
@@ -48,11 +48,11 @@ class Settings(BaseSettings):
     reminder_poll_seconds: float = 5.0
 
     # Telegram
-    telegram_token: str | None = None
+    telegram_token: str | None = Field(default=None, repr=False)
     telegram_base_url: str = "https://api.telegram.org/bot"
     telegram_base_file_url: str | None = None
     telegram_webhook_url: str | None = None
-    telegram_webhook_secret: str | None = None
+    telegram_webhook_secret: str | None = Field(default=None, repr=False)
     telegram_webhook_listen: str = "0.0.0.0"
     telegram_webhook_port: int = 8443
 
@@ -63,14 +63,14 @@ class Settings(BaseSettings):
     # WeCom
     wecom_corp_id: str | None = None
     wecom_agent_id: str | None = None
-    wecom_secret: str | None = None
-    wecom_token: str | None = None
-    wecom_aes_key: str | None = None
+    wecom_secret: str | None = Field(default=None, repr=False)
+    wecom_token: str | None = Field(default=None, repr=False)
+    wecom_aes_key: str | None = Field(default=None, repr=False)
     wecom_api_base: str = "https://qyapi.weixin.qq.com"
 
     # DingTalk
     dingtalk_app_key: str | None = None
-    dingtalk_app_secret: str | None = None
+    dingtalk_app_secret: str | None = Field(default=None, repr=False)
     dingtalk_robot_code: str | None = None
     dingtalk_api_base: str = "https://api.dingtalk.com"
     dingtalk_mode: str = Field(default="http", pattern="^(http|stream)$")

@@ -5,6 +5,7 @@ Adapters contribute an ``APIRouter``; this module adds ``/healthz`` and a reques
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -51,4 +52,10 @@ async def serve_http(app: FastAPI, host: str, port: int) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     log.info("HTTP server listening on %s:%d", host, port)
-    await server.serve()
+    task = asyncio.create_task(server.serve())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True  # graceful: close the listening socket, finish requests
+        await task
+        raise
