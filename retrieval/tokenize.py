@@ -38,6 +38,23 @@ def tokens(text: str) -> list[str]:
     return out
 
 
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
+
+
+def bigrams(text: str) -> list[str]:
+    """Overlapping CJK character bigrams (prefixed '#'): they match paraphrases and word parts
+    that segmentation splits differently (党组会 / 党组会议, 召开 / 开会)."""
+    out: list[str] = []
+    for run in _CJK_RUN.findall(text):
+        out.extend("#" + run[i : i + 2] for i in range(len(run) - 1))
+    return out
+
+
+def index_terms(text: str) -> list[str]:
+    """BM25 terms: jieba content words plus character bigrams."""
+    return tokens(text) + bigrams(text)
+
+
 def warm_up() -> None:
     """Load the dictionary now (about a second) rather than on the first question."""
     tokens("党组会议")
