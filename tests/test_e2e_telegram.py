@@ -1,0 +1,115 @@
+"""End to end: `dangjian run --adapter telegram` against the fake Bot API, with restarts."""
+from __future__ import annotations
+
+import re
+import time
+import shutil
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.e2e import REPO, BotProcess, wait_until
+from tests.fakes.telegram_api import FakeTelegram
+
+TZ = ZoneInfo("Asia/Shanghai")
+USER = 42
+GROUP = -1001234
+
+
+@pytest.fixture
+def tg():
+    fake = FakeTelegram()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def _env(tg: FakeTelegram, data, corpus, **extra) -> dict[str, str]:
+    return {
+        "DANGJIAN_TELEGRAM_TOKEN": tg.token, "DANGJIAN_TELEGRAM_BASE_URL": tg.base_url,
+        "DANGJIAN_DATA_DIR": str(data), "DANGJIAN_CORPUS_DIR": str(corpus),
+        "DANGJIAN_TIMEZONE": "Asia/Shanghai", "DANGJIAN_REMINDER_POLL_SECONDS": "1", **extra,
+    }
+
+
+def _ready(tg: FakeTelegram, bot: BotProcess, since_calls: int = 0) -> None:
+    wait_until(lambda: len(tg.calls("getUpdates")) > since_calls, 90, "the bot to poll", bot)
+
+
+def _ask(tg: FakeTelegram, text: str, chat=USER, user=USER, timeout=30, **kw):
+    mark = tg.mark()
+    tg.push_text(chat, user, text, **kw)
+    return tg.wait_for_messages_sync(1, timeout=timeout, since=mark)[0]
+
+
+def test_members_secretaries_and_restarts(tg, data_copy, tmp_path):
+    now = datetime.now(TZ)
+    meeting_at = (now + timedelta(seconds=150)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    offset = int((meeting_at - now).total_seconds()) - 45  # the reminder falls due ~45 s from now
+    bot = BotProcess("telegram", _env(tg, data_copy, REPO / "corpus", DANGJIAN_REMINDER_OFFSETS=f"{offset}s"),
+                     tmp_path / "bot.log").start()
+    try:
+        _ready(tg, bot)
+        assert {c["command"] for c in tg.my_commands} >= {"start", "help", "meeting", "checklist", "reindex"}
+
+        # A member asks in private: a cited answer, first message, within the limit.
+        reply = _ask(tg, "党组会议一般多久召开一次？")
+        assert "第十八条" in reply.text and "每月" in reply.text and "《" in reply.text
+        assert all(len(m.text) <= 4096 for m in tg.sent)
+        refusal = _ask(tg, "帮我写一首关于春天的诗")
+        assert not re.search(r"第[一二三四五六七八九十百]+条|[一二三四五六七八九十]+、（", refusal.text)
+
+        # In a group: silence on chatter, an answer when mentioned.
+        mark = tg.mark()
+        tg.push_text(GROUP, 7, "今天中午吃什么？", chat_type="supergroup")
+        tg.push_text(GROUP, 7, f"@{tg.username} 党组会议纪要由谁签发？", chat_type="supergroup")
+        [answer] = tg.wait_for_messages_sync(1, timeout=30, since=mark)
+        assert "第二十五条" in answer.text
+        assert len(tg.sent) - mark == 1
+
+        # A secretary registers two meetings, cancels one, lists.
+        day, hhmm = meeting_at.strftime("%Y-%m-%d"), meeting_at.strftime("%H:%M")
+        kept = _ask(tg, f"/meeting add 支委会 {day} {hhmm} 三楼会议室 研究发展党员工作")
+        kept_id = re.search(r"#(\d+)", kept.text).group(1)
+        dropped = _ask(tg, f"/meeting add 党小组会 {day} {hhmm} 二楼小会议室 学习讨论")
+        dropped_id = re.search(r"#(\d+)", dropped.text).group(1)
+        bad = _ask(tg, "/meeting add 支委会 2025-13-45 25:99 三楼会议室 议题")
+        assert not re.search(r"#\d", bad.text) and "/meeting add" in bad.text
+        cancelled = _ask(tg, f"/meeting cancel {dropped_id}")
+        assert dropped_id in cancelled.text
+        listing = _ask(tg, "/meetings")
+        assert f"#{kept_id}" in listing.text and f"#{dropped_id}" not in listing.text
+
+        # A checklist: step 1 with buttons, 完成 shows step 2.
+        step1 = _ask(tg, "/checklist 民主生活会")
+        assert "《" in step1.text and step1.reply_markup
+        labels = [label for row in step1.buttons for label, _ in row]
+        assert "完成" in labels
+        done_data = next(data for row in step1.buttons for label, data in row if label == "完成")
+        mark = tg.mark()
+        tg.push_callback(USER, USER, done_data, message_id=step1.message_id)
+        step2 = tg.wait_for_messages_sync(1, timeout=30, since=mark)[0]
+        assert "《" in step2.text and step2.text != step1.text and step2.reply_markup
+        assert tg.callback_answers
+
+        # Crash, restart: progress and reminders survive.
+        bot.kill()
+        polls = len(tg.calls("getUpdates"))
+        bot.start()
+        _ready(tg, bot, polls)
+        again = _ask(tg, "/checklist 民主生活会")
+        assert again.text == step2.text
+
+        def reminders(meeting_type: str) -> list:
+            return [m for m in tg.sent if m.chat_id == USER and meeting_type in m.text and "提醒】" in m.text]
+
+        wait_until(lambda: reminders("支委会"), 120, "the reminder", bot)
+        time.sleep(4)  # a duplicate would follow within a couple of polls
+        assert len(reminders("支委会")) == 1
+        reminder = reminders("支委会")[0]
+        assert "三楼会议室" in reminder.text and hhmm in reminder.text
+        assert not reminders("党小组会")
+        assert bot.alive
+    finally:
+        bot.stop()
