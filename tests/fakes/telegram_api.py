@@ -734,7 +734,10 @@ class FakeTelegram:
         with self._lock:
             n = next(self._file_ids)
             file_id = f"FILE{n:04d}"
-            stored_path = f"{path.rsplit('/', 1)[0]}/file_{n}_{path.rsplit('/', 1)[-1]}"
+            # Telegram's file_path never contains the user's file name (which may hold "../").
+            folder = path.split("/", 1)[0]
+            suffix = "." + name.rsplit(".", 1)[-1] if name and "." in name and "/" not in name.rsplit(".", 1)[-1] else ""
+            stored_path = f"{folder}/file_{n}{suffix}"
             self._files[file_id] = (stored_path, content, name)
         return file_id, f"U{n:04d}"
 
