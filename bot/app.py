@@ -19,6 +19,7 @@ from bot.core.engine import Core
 from bot.core.outbound import OutboundRegistry
 from bot.settings import Settings
 from bot.store.db import Database, DatabaseUnavailable
+from bot.store.schema import make_retrieval, open_database, with_backoff
 from retrieval.service import RetrievalService
 
 log = logging.getLogger(__name__)
@@ -46,18 +47,15 @@ def build_services(settings: Settings) -> BotServices:
     """Open the database, load (or build) the index, and assemble the core with its features."""
     from bot.checklists import ChecklistFeature, load_checklists
     from bot.meetings import MeetingRules, MeetingsFeature, ReminderScheduler
-    import bot.checklists.tables  # noqa: F401 - register tables before create_schema
-    import bot.meetings.tables  # noqa: F401
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url)
-    db.create_schema()
-    retrieval = RetrievalService(settings, pointer=_pointer_store(settings, db))
-    if not retrieval.has_index:
+    db = open_database(settings)
+    retrieval = make_retrieval(settings, db)
+    if not with_backoff(lambda: retrieval.has_index, "index pointer"):
         log.info("no index yet: building it from %s", settings.corpus_dir)
         report = retrieval.ingest([settings.corpus_dir])
         log.info("indexed %d documents, %d articles", len(report.documents), report.articles)
-    retrieval.warm_up()
+    with_backoff(retrieval.warm_up, "Chroma" if settings.chroma_url else "index")
 
     outbound = OutboundRegistry()
     rules = MeetingRules.load(PROMPTS / "meeting_rules.yaml", retrieval.lookup)
@@ -96,14 +94,6 @@ def build_services(settings: Settings) -> BotServices:
     return BotServices(settings, db, retrieval, core, background=[scheduler.run_forever, follow_pointer])
 
 
-def _pointer_store(settings: Settings, db: Database):
-    if settings.chroma_url:
-        from bot.store.index_pointer import DatabasePointerStore
-
-        return DatabasePointerStore(db)
-    return None
-
-
 async def _run(settings: Settings, adapter_name: str) -> None:
     services = await asyncio.to_thread(build_services, settings)
     module = importlib.import_module(ADAPTERS[adapter_name])
@@ -136,6 +126,10 @@ def run_bot(settings: Settings, adapter_name: str) -> int:
     except ValueError as exc:  # missing adapter settings, explained by the adapter
         print(f"启动失败：{exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # e.g. the Chroma server still down after the retries
+        log.exception("start-up failed")
+        print(f"启动失败：{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         pass
     return 0

@@ -43,9 +43,14 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 def _service(settings):
-    from retrieval.service import RetrievalService
+    from bot.store.db import DatabaseUnavailable
+    from bot.store.schema import make_retrieval
 
-    return RetrievalService(settings)
+    try:
+        return make_retrieval(settings)
+    except DatabaseUnavailable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(3) from exc
 
 
 @app.command()

@@ -247,11 +247,19 @@ class IndexBuilder:
         report.changed = [after[s]["title"] for s in after if s in before and before[s]["hash"] != after[s]["hash"]]
 
     def _cleanup(self, keep: set[str | None]) -> None:
-        if self.location.is_server:
-            return  # server collections are dropped by cleanup_server_versions once replicas switched
-        for v in self.location.existing_versions():
+        """Drop versions other than the serving and the previous one (kept for rollback and for
+        replicas that have not switched yet), including half-built ones of killed ingests."""
+        try:
+            versions = self.location.existing_versions()
+        except Exception:  # cleanup is best effort
+            log.warning("could not list index versions for cleanup", exc_info=True)
+            return
+        for v in versions:
             if v not in keep:
                 self.location.drop(v)
+                forget = getattr(self.pointer, "forget", None)
+                if forget:
+                    forget(v)
 
 
 def _metadata(a: Article, part: int) -> dict:

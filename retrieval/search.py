@@ -6,6 +6,7 @@ reciprocal rank at the article level.
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import Counter, defaultdict
@@ -20,6 +21,8 @@ from retrieval.normalize import normalize_question
 from retrieval.tokenize import index_terms, tokens
 
 # Tuned with `make bench` on the project's own question sets (tests/data), not on the dev set.
+log = logging.getLogger(__name__)
+
 RRF_K = 10
 BM25_K1 = 0.9
 BM25_B = 0.4
@@ -79,7 +82,7 @@ class LoadedIndex:
         self.embeddings = embeddings
         self.weights = weights or FusionWeights()
         self.store = Chroma(client=client, collection_name=collection_name, embedding_function=embeddings)
-        got = self.store.get(include=["documents", "metadatas"])
+        got = self.store.get(include=["documents", "metadatas", "embeddings"])
         self.chunk_ids: list[str] = list(got["ids"])
         self.chunk_article: list[str] = []
         self.articles: dict[str, Article] = {}
@@ -94,6 +97,10 @@ class LoadedIndex:
             self.chunk_article.append(article.key)
             token_lists.append(index_terms(doc))
         self.chunk_index = {cid: i for i, cid in enumerate(self.chunk_ids)}
+        # A copy of the vectors: if the Chroma server is unreachable, search goes on in memory.
+        embeddings_ = got.get("embeddings")
+        self.vectors = (np.asarray(embeddings_, dtype=np.float32) if embeddings_ is not None and len(embeddings_)
+                        else np.zeros((0, 384), dtype=np.float32))
         self.bm25 = BM25(token_lists)
         self.article_terms: dict[str, set[str]] = defaultdict(set)
         for key, toks in zip(self.chunk_article, token_lists):
@@ -154,18 +161,29 @@ class LoadedIndex:
                 best[key] = float(scores[i])
         return list(best)
 
+    def _nearest_chunks(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
+        """(chunk position, cosine similarity), nearest first: Chroma, or memory if it is down."""
+        try:
+            results = self.store.similarity_search_by_vector_with_relevance_scores(vector.tolist(), k=n)
+            out = [(self.chunk_index[doc.id], 1.0 - float(distance))  # cosine distance → similarity
+                   for doc, distance in results if doc.id in self.chunk_index]
+            if out or not len(self.vectors):
+                return out
+        except Exception:
+            log.warning("vector search in Chroma failed; searching the in-memory copy", exc_info=True)
+        if not len(self.vectors):
+            return []
+        sims = self.vectors @ vector
+        top = np.argsort(-sims)[:n]
+        return [(int(i), float(sims[i])) for i in top]
+
     def _dense_rank(self, q: str) -> tuple[list[str], dict[str, float]]:
-        vector = self.embeddings.query(q).tolist()
+        vector = self.embeddings.query(q)
         n = min(DENSE_CANDIDATES, len(self.chunk_ids))
-        results = self.store.similarity_search_by_vector_with_relevance_scores(vector, k=n)
         order: list[str] = []
         sims: dict[str, float] = {}
-        for doc, distance in results:
-            idx = self.chunk_index.get(doc.id) if doc.id else None
-            if idx is None:
-                continue
+        for idx, sim in self._nearest_chunks(vector, n):
             key = self.chunk_article[idx]
-            sim = 1.0 - float(distance)  # cosine distance → similarity
             if key not in sims:
                 sims[key] = sim
                 order.append(key)

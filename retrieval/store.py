@@ -136,5 +136,10 @@ class ChromaLocation:
         shutil.rmtree(self.index_root / "versions" / version, ignore_errors=True)
 
     def existing_versions(self) -> list[str]:
+        """Versions with data: folders (embedded) or ``dj_*`` collections (server)."""
+        if self.chroma_url:
+            client = self._client("")
+            names = [getattr(c, "name", c) for c in client.list_collections()]
+            return sorted(n[3:] for n in names if isinstance(n, str) and n.startswith("dj_"))
         folder = self.index_root / "versions"
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
