@@ -392,9 +392,11 @@ class DingTalkAdapter:
             await self._api_post(GROUP_SEND_PATH, body, "groupMessages/send")
 
     def _robot_code(self) -> str:
-        if not self.settings.dingtalk_robot_code:
+        """The robot's code; for an enterprise-internal app robot it is normally the AppKey."""
+        code = self.settings.dingtalk_robot_code or self.settings.dingtalk_app_key
+        if not code:
             raise ValueError("DANGJIAN_DINGTALK_ROBOT_CODE is not set")
-        return self.settings.dingtalk_robot_code
+        return code
 
     async def _api_post(self, path: str, body: dict[str, Any], operation: str) -> dict[str, Any]:
         """POST to the OpenAPI with the access token; on an auth error refetch it once and retry."""
@@ -483,7 +485,6 @@ async def run(settings: Settings, core: Core, db: Database) -> None:
     required = {
         "DANGJIAN_DINGTALK_APP_KEY": settings.dingtalk_app_key,
         "DANGJIAN_DINGTALK_APP_SECRET": settings.dingtalk_app_secret,
-        "DANGJIAN_DINGTALK_ROBOT_CODE": settings.dingtalk_robot_code,
     }
     missing = [name for name, value in required.items() if not value]
     if missing:
