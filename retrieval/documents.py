@@ -172,6 +172,11 @@ def mark_superseded(docs: list[ParsedDocument]) -> None:
         if len(editions) < 2:
             continue
         editions.sort(key=lambda d: d.meta.date or "")
+        for d in editions:
+            edition = f"{d.meta.date[:4]}年版" if d.meta.date else None
+            d.meta.edition = edition
+            for a in d.articles:
+                a.edition = edition
         for old in editions[:-1]:
             old.meta.status = "superseded"
             for a in old.articles:

@@ -228,7 +228,7 @@ class IndexBuilder:
             "documents": [
                 {
                     "doc_id": d.meta.doc_id, "title": d.meta.title, "source": d.meta.source,
-                    "date": d.meta.date, "status": d.meta.status, "issuer": d.meta.issuer,
+                    "date": d.meta.date, "status": d.meta.status, "issuer": d.meta.issuer, "edition": d.meta.edition,
                     "aliases": d.meta.aliases, "hash": d.content_hash, "articles": len(d.articles),
                 }
                 for d in docs
@@ -265,6 +265,6 @@ class IndexBuilder:
 def _metadata(a: Article, part: int) -> dict:
     return {
         "doc_id": a.doc_id, "doc_title": a.doc_title, "label": a.label, "heading": a.heading,
-        "source": a.source, "date": a.date or "", "status": a.status, "order": a.order, "part": part,
+        "source": a.source, "date": a.date or "", "status": a.status, "edition": a.edition or "", "order": a.order, "part": part,
         "article_text": a.text,
     }

@@ -14,6 +14,7 @@ class DocumentMeta(BaseModel):
     issuer: str | None = None
     date: str | None = None  # edition / issue date, ISO or as printed
     status: str = "current"  # "current" or "superseded"
+    edition: str | None = None  # "2022年版" when several editions of the document are indexed
     source: str  # file name relative to the corpus folder
     aliases: list[str] = Field(default_factory=list)
 
@@ -29,6 +30,7 @@ class Article(BaseModel):
     source: str
     date: str | None = None
     status: str = "current"
+    edition: str | None = None  # named in the citation when several editions are indexed
     order: int = 0  # position within the document
 
     @property
@@ -37,7 +39,7 @@ class Article(BaseModel):
 
     @property
     def citation(self) -> str:
-        edition = f"（{self.date[:4]}年版）" if self.status == "superseded" and self.date else ""
+        edition = f"（{self.edition}）" if self.edition else ""
         return f"《{self.doc_title}》{edition}{self.label}"
 
 

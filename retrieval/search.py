@@ -91,7 +91,8 @@ class LoadedIndex:
             article = Article(
                 doc_id=meta["doc_id"], doc_title=meta["doc_title"], label=meta["label"],
                 heading=meta.get("heading", ""), text=meta["article_text"], source=meta["source"],
-                date=meta.get("date") or None, status=meta.get("status", "current"), order=int(meta["order"]),
+                date=meta.get("date") or None, status=meta.get("status", "current"), edition=meta.get("edition") or None,
+                order=int(meta["order"]),
             )
             self.articles.setdefault(article.key, article)
             self.chunk_article.append(article.key)

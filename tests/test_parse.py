@@ -112,3 +112,19 @@ def test_outline_rejects_out_of_sequence_heading():
     units = parse_document(text)
     assert [u.label for u in units] == ["一、（一）", "一、（二）", "二、（三）"]
     assert "三、这不是第二部分" in units[1].text
+
+
+def test_editions_named_and_old_ones_superseded(tmp_path):
+    from retrieval.documents import mark_superseded
+
+    for year, term in [("2007", "两年或三年"), ("2022", "三年至五年")]:
+        (tmp_path / f"dz_{year}.txt").write_text(
+            f"标题: 中国共产党章程（{year}年10月通过）\n\n第一条 这是总则部分的条文。\n第二条 这是关于党员的条文。\n第三条 支部委员会每届任期{term}。\n",
+            encoding="utf-8")
+    docs = [parse_file(tmp_path / "dz_2007.txt"), parse_file(tmp_path / "dz_2022.txt")]
+    mark_superseded(docs)
+    old, new = docs
+    assert old.meta.title == new.meta.title == "中国共产党章程"
+    assert old.meta.status == "superseded" and new.meta.status == "current"
+    assert new.articles[2].citation == "《中国共产党章程》（2022年版）第三条"
+    assert old.articles[2].citation == "《中国共产党章程》（2007年版）第三条"
