@@ -254,8 +254,11 @@ class IndexBuilder:
         except Exception:  # cleanup is best effort
             log.warning("could not list index versions for cleanup", exc_info=True)
             return
+        oldest_kept = min(v for v in keep if v)
         for v in versions:
-            if v not in keep:
+            # Only versions older than the ones kept: a newer unpublished one may be another
+            # process's build in progress (a killed build's leftovers go at the next success).
+            if v not in keep and v < oldest_kept:
                 self.location.drop(v)
                 forget = getattr(self.pointer, "forget", None)
                 if forget:

@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+pytest_plugins = ["tests.servers"]
+
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
 SHARED = Path(os.environ.get("DANGJIAN_SHARED_DIR", REPO.parent / "shared"))
