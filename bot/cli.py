@@ -54,7 +54,10 @@ def _service(settings):
 
 
 @app.command()
-def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="文件或目录；默认 DANGJIAN_CORPUS_DIR")] = None) -> None:
+def ingest(
+    paths: Annotated[list[Path] | None, typer.Argument(help="文件或目录；默认 DANGJIAN_CORPUS_DIR")] = None,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="已有索引时什么也不做")] = False,
+) -> None:
     """(重新)建立索引：读取 corpus/ 或给定的文件、目录。"""
     _setup_logging()
     logging.getLogger().setLevel(logging.WARNING)
@@ -63,6 +66,9 @@ def ingest(paths: Annotated[list[Path] | None, typer.Argument(help="文件或目
     from retrieval.index import IngestError
 
     service = _service(settings)
+    if if_missing and service.has_index:
+        err.print("索引已存在，跳过（如需重建请运行 dangjian ingest）。")
+        raise typer.Exit(0)
     targets = list(paths) if paths else [settings.corpus_dir]
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=err, transient=True) as bar:
         task = bar.add_task("读取文件", total=None)

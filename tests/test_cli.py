@@ -116,3 +116,10 @@ def test_failed_ingest_keeps_the_serving_index(data_copy, tmp_path):
     assert (data_copy / "index" / "CURRENT").read_text() == before
     r = run(["ask", "党组会议纪要由谁签发？", "--json"], data_copy)
     assert json.loads(r.stdout)["citations"][0]["label"] == "第二十五条"
+
+
+def test_ingest_if_missing_skips_an_existing_index(data_copy):
+    before = (data_copy / "index" / "CURRENT").read_text()
+    r = run(["ingest", "--if-missing"], data_copy)
+    assert r.returncode == 0 and "跳过" in r.stderr
+    assert (data_copy / "index" / "CURRENT").read_text() == before
