@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -41,22 +42,25 @@ class RateLimiter:
         q = self._events[(platform, user_id)]
         while q and now - q[0] > 60:
             q.popleft()
+        if not q:
+            self._events.pop((platform, user_id), None)  # forget idle users
+            q = self._events[(platform, user_id)]
         if len(q) >= self.per_minute:
             return False
         q.append(now)
         return True
 
 
+_COMMAND = re.compile(r"/(\w+)(?:@\w*)?(?:\s+(.*))?", re.S)
+
+
 def parse_command(text: str) -> tuple[str, str] | None:
-    """``/meeting@dangjian_bot add …`` → ("meeting", "add …"); None when not a command."""
-    text = text.strip()
-    if not text.startswith("/") or len(text) < 2:
+    """``/meeting@dangjian_bot add …`` → ("meeting", "add …"); None when not a command.
+    Any whitespace ends the command word (newline, full-width space from Chinese keyboards)."""
+    m = _COMMAND.fullmatch(text.strip())
+    if m is None:
         return None
-    head, _, rest = text[1:].partition(" ")
-    word = head.split("@", 1)[0].lower()
-    if not word or not all(c.isalnum() or c == "_" for c in word):
-        return None
-    return word, rest.strip()
+    return m.group(1).lower(), (m.group(2) or "").strip()
 
 
 class Core:
@@ -71,11 +75,12 @@ class Core:
         rate_limit_per_minute: int = 20,
         outbound: OutboundRegistry | None = None,
         features: list[Feature] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.qa = qa
         self.admins = admins
         self.max_question_chars = max_question_chars
-        self.rate = RateLimiter(rate_limit_per_minute)
+        self.rate = RateLimiter(rate_limit_per_minute, clock)
         self.outbound = outbound or OutboundRegistry()
         self.features: list[Feature] = []
         self._by_command: dict[str, Feature] = {}

@@ -12,6 +12,8 @@ def format_answer(answer: Answer, max_citations: int = 3) -> str:
     """Answer first, then "依据：" and each citation with its quoted sentences (one block each)."""
     if answer.refused or not answer.citations:
         return answer.answer
+    if answer.mode == "llm":  # every [n] in the text needs its block; the list holds only cited ones
+        max_citations = max(max_citations, len(answer.citations))
     top_score = answer.citations[0].score or 1.0
     shown = [c for i, c in enumerate(answer.citations[:max_citations])
              if i == 0 or answer.mode == "llm" or c.score >= MIN_RELATIVE_SCORE * top_score]

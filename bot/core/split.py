@@ -6,6 +6,8 @@ it is cut at line boundaries, and as a last resort inside a line.
 """
 from __future__ import annotations
 
+import re
+
 
 def _size(text: str, by_bytes: bool) -> int:
     return len(text.encode("utf-8")) if by_bytes else len(text)
@@ -56,7 +58,7 @@ def split_text(text: str, max_chars: int | None = None, max_bytes: int | None = 
                 result.append(chunk)
                 continue
             blocks: list[str] = []
-            for block in chunk.split("\n\n"):
+            for block in [b.strip("\n") for b in re.split(r"\n{2,}", chunk) if b.strip("\n")]:
                 if _size(block, by_bytes) <= limit:
                     blocks.append(block)
                     continue

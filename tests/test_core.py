@@ -1,0 +1,493 @@
+"""bot/core without any adapter: command parsing, rate limiting, Core.handle routing and errors,
+message splitting and answer formatting. A stub question-answerer stands in for retrieval."""
+from __future__ import annotations
+
+import random
+import re
+import threading
+
+import pytest
+
+from bot.core import texts
+from bot.core.engine import Core, RateLimiter, parse_command
+from bot.core.feature import Context
+from bot.core.format import MAX_QUOTE_CHARS, format_answer
+from bot.core.models import Capabilities, ChatType, IncomingMessage, OutgoingMessage
+from bot.core.split import split_text
+from retrieval.models import Answer, Citation
+
+TITLE = "中共辽宁省机关事务管理局党组工作细则(试行)"
+ART18 = (
+    "第十八条 党组议事决策一般采用党组会议形式。党组会议一般每月召开1次，遇有重要情况可以随时召开。\n"
+    "党组会议议题由党组书记提出，或者由其他党组成员提出建议、党组书记综合考虑后确定。"
+)
+ART19 = "第十九条 党组会议由党组书记召集主持。党组会议应当有半数以上党组成员到会方可召开。"
+CAPS = Capabilities()
+
+
+def cite(label: str, text: str, score: float, title: str = TITLE) -> Citation:
+    return Citation(citation=f"《{title}》{label}", doc_title=title, label=label,
+                    source="liaoning.txt", text=text, score=score)
+
+
+def good_answer(question: str) -> Answer:
+    return Answer(
+        question=question,
+        answer=f"根据《{TITLE}》第十八条：党组会议一般每月召开1次，遇有重要情况可以随时召开。",
+        refused=False,
+        citations=[cite("第十八条", ART18, 0.9)],
+        quote="党组会议一般每月召开1次，遇有重要情况可以随时召开。",
+    )
+
+
+class StubQA:
+    """Records every question; answers with ``reply(question)`` or raises while ``fail`` is set."""
+
+    def __init__(self, reply=good_answer) -> None:
+        self.reply = reply
+        self.questions: list[str] = []
+        self.fail = False
+        self._lock = threading.Lock()
+
+    def ask(self, question: str) -> Answer:
+        with self._lock:
+            self.questions.append(question)
+        if self.fail:
+            raise RuntimeError("retrieval exploded")
+        return self.reply(question)
+
+
+class StubFeature:
+    """A tiny feature: /meeting and /meetings, buttons with prefix "mtg", consumes the text 完成."""
+
+    commands = ("meeting", "meetings")
+    callback_prefix = "mtg"
+    help_lines = [
+        ("/meeting add 周五 15:00 支部委员会", "登记会议（示例帮助行）"),
+        ("/meeting plan", "查看会议安排（示例帮助行）"),
+        ("/meetings", "查看会议列表（示例帮助行）"),
+    ]
+
+    def __init__(self) -> None:
+        self.commands_seen: list[tuple[str, str, bool]] = []
+        self.callbacks: list[str] = []
+
+    async def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
+        self.commands_seen.append((command, args, ctx.is_admin))
+        return [OutgoingMessage(text=f"feature:{command}:{args}")]
+
+    async def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
+        self.callbacks.append(data)
+        return [OutgoingMessage(text="", toast=f"got {data}")]
+
+    async def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
+        if ctx.msg.text.strip() == "完成":
+            return [OutgoingMessage(text="feature consumed 完成")]
+        return None
+
+
+def msg(text: str = "", *, user: str = "100", chat_type: ChatType = ChatType.PRIVATE,
+        addressed: bool = True, callback: str | None = None) -> IncomingMessage:
+    return IncomingMessage(platform="telegram", chat_id=user if chat_type == ChatType.PRIVATE else "-500",
+                           chat_type=chat_type, user_id=user, text=text, addressed=addressed,
+                           callback_data=callback)
+
+
+async def one(core: Core, m: IncomingMessage) -> OutgoingMessage:
+    out = await core.handle(m, CAPS)
+    assert len(out) == 1, out
+    return out[0]
+
+
+# parse_command -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "expected"), [
+    ("/help", ("help", "")),
+    ("/help@dangjian_bot", ("help", "")),
+    ("/HELP", ("help", "")),
+    ("  /start  ", ("start", "")),
+    ("/meeting add x", ("meeting", "add x")),
+    ("/meeting@dangjian_bot add 周五 15:00 支部委员会", ("meeting", "add 周五 15:00 支部委员会")),
+    ("/ask 党组会议纪要由谁签发？", ("ask", "党组会议纪要由谁签发？")),
+])
+def test_parse_command_recognises_commands(text: str, expected: tuple[str, str]) -> None:
+    assert parse_command(text) == expected
+
+
+@pytest.mark.parametrize("text", ["/", "//x", "hello /help", "", "   ", "/@bot", "/-x", "党组会议 /ask"])
+def test_parse_command_rejects_non_commands(text: str) -> None:
+    assert parse_command(text) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("/ask\n党组会议多久召开一次？", ("ask", "党组会议多久召开一次？")),  # command, then Enter
+    ("/ask\u3000党组会议多久召开一次？", ("ask", "党组会议多久召开一次？")),  # full-width IME space
+    ("/meeting\tplan", ("meeting", "plan")),
+])
+def test_parse_command_any_whitespace_ends_the_command_word(text: str, expected: tuple[str, str]) -> None:
+    assert parse_command(text) == expected
+
+
+# RateLimiter -------------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limiter_window_slides_per_user() -> None:
+    clock = Clock()
+    rl = RateLimiter(3, clock=clock)
+    assert [rl.allow("telegram", "1") for _ in range(3)] == [True, True, True]
+    assert rl.allow("telegram", "1") is False
+    assert rl.allow("telegram", "2") is True  # other user unaffected
+    assert rl.allow("wecom", "1") is True  # same id on another platform is another user
+    clock.now += 30
+    assert rl.allow("telegram", "1") is False  # all three still inside the last 60 s
+    clock.now += 31  # first three now older than 60 s
+    assert rl.allow("telegram", "1") is True
+    assert RateLimiter(0, clock=clock).allow("telegram", "1") is True  # 0 disables
+
+
+async def test_core_rate_limit_gives_polite_message_then_recovers() -> None:
+    qa = StubQA()
+    core = Core(qa)
+    clock = Clock()
+    core.rate = RateLimiter(2, clock=clock)  # Core has no clock parameter; inject one here
+    for _ in range(2):
+        assert "依据" in (await one(core, msg("党组会议多久召开一次？"))).text
+    limited = await one(core, msg("党组会议多久召开一次？"))
+    assert limited.text == texts.RATE_LIMITED and "稍等" in limited.text
+    assert len(qa.questions) == 2  # the limited message never reached retrieval
+    other = await one(core, msg("党组会议多久召开一次？", user="200"))
+    assert "依据" in other.text
+    clock.now += 61
+    assert "依据" in (await one(core, msg("党组会议多久召开一次？"))).text
+    assert len(qa.questions) == 4
+
+
+# Core.handle -------------------------------------------------------------------------------
+async def test_plain_question_gets_formatted_answer_with_citation() -> None:
+    qa = StubQA()
+    core = Core(qa)
+    reply = await one(core, msg("  党组会议一般多久召开一次？ "))
+    assert qa.questions == ["党组会议一般多久召开一次？"]
+    assert reply.text.startswith("根据《")
+    assert "依据" in reply.text
+    assert f"《{TITLE}》第十八条" in reply.text
+    assert "每月召开1次" in reply.text
+    assert reply.toast is None and reply.buttons == []
+
+
+async def test_ask_command_answers_its_argument_and_rejects_empty() -> None:
+    qa = StubQA()
+    core = Core(qa)
+    assert "依据" in (await one(core, msg("/ask 党组会议纪要由谁签发？"))).text
+    assert qa.questions == ["党组会议纪要由谁签发？"]
+    assert (await one(core, msg("/ask"))).text == texts.EMPTY_QUESTION
+    assert (await one(core, msg("/ask ？？"))).text == texts.EMPTY_QUESTION
+    assert len(qa.questions) == 1
+
+
+async def test_refusal_shows_no_basis_and_no_article_label() -> None:
+    qa = StubQA(lambda q: Answer(question=q, answer=texts.REFUSAL, refused=True))
+    reply = await one(Core(qa), msg("帮我写一首关于春天的诗"))
+    assert reply.text == texts.REFUSAL
+    assert "依据：" not in reply.text
+    assert not re.search(r"第[一二三四五六七八九十百]+条", reply.text)
+    assert "《" not in reply.text
+
+
+async def test_start_and_help_list_every_command_including_features() -> None:
+    core = Core(StubQA(), features=[StubFeature()])
+    start = (await one(core, msg("/start"))).text
+    help_ = (await one(core, msg("/help@dangjian_bot"))).text
+    assert start.startswith(texts.START)
+    for text in (start, help_):
+        assert texts.HELP_HEADER in text
+        for usage, description in [*texts.BASE_HELP, *StubFeature.help_lines]:
+            assert usage in text and description in text
+        for word in ("/start", "/help", "/ask", "/meeting", "/meetings"):
+            assert word in text
+
+
+async def test_unknown_command_names_it_and_shows_help() -> None:
+    qa = StubQA()
+    core = Core(qa, features=[StubFeature()])
+    reply = (await one(core, msg("/xyz 参数"))).text
+    assert reply.startswith("没有 /xyz 这个命令")
+    assert texts.HELP_HEADER in reply and "/meeting plan" in reply
+    assert qa.questions == []
+
+
+async def test_feature_command_routed_with_args_and_admin_flag() -> None:
+    feature = StubFeature()
+    core = Core(StubQA(), features=[feature], admins=frozenset({"telegram:9001"}))
+    assert (await one(core, msg("/meeting@dangjian_bot add 周五"))).text == "feature:meeting:add 周五"
+    assert (await one(core, msg("/meetings", user="9001"))).text == "feature:meetings:"
+    assert feature.commands_seen == [("meeting", "add 周五", False), ("meetings", "", True)]
+
+
+async def test_feature_on_text_consumes_before_question_answering() -> None:
+    qa = StubQA()
+    core = Core(qa, features=[StubFeature()])
+    assert (await one(core, msg("完成"))).text == "feature consumed 完成"
+    assert qa.questions == []
+
+
+async def test_group_chatter_not_addressed_gets_nothing() -> None:
+    qa = StubQA()
+    feature = StubFeature()
+    core = Core(qa, features=[feature])
+    for text in ("大家好，明天开会吗？", "/help", "完成"):
+        assert await core.handle(msg(text, chat_type=ChatType.GROUP, addressed=False), CAPS) == []
+    assert qa.questions == [] and feature.commands_seen == []
+    addressed = await one(core, msg("党组会议多久召开一次？", chat_type=ChatType.GROUP, addressed=True))
+    assert "依据" in addressed.text
+
+
+@pytest.mark.parametrize("text", ["👍", "🙏🙏🙏", "？？？", "。。。!!!", "……", "😀 ！", "\u200b", "👨‍👩‍👧"])
+async def test_emoji_or_punctuation_only_gets_hint_without_retrieval(text: str) -> None:
+    qa = StubQA()
+    reply = await one(Core(qa), msg(text))
+    assert reply.text == texts.EMPTY_QUESTION
+    assert qa.questions == []
+
+
+async def test_raising_answerer_apologises_and_next_message_works(caplog) -> None:
+    qa = StubQA()
+    core = Core(qa)
+    qa.fail = True
+    with caplog.at_level("ERROR"):
+        reply = await one(core, msg("党组会议多久召开一次？"))
+    assert reply.text == texts.INTERNAL_ERROR
+    assert "retrieval exploded" not in reply.text and "Traceback" not in reply.text
+    assert any("handler failed" in r.getMessage() for r in caplog.records)
+    qa.fail = False
+    assert "依据" in (await one(core, msg("党组会议多久召开一次？"))).text
+    assert len(qa.questions) == 2
+
+
+async def test_long_question_is_cut_before_retrieval() -> None:
+    qa = StubQA()
+    core = Core(qa, max_question_chars=50)
+    question = "党组会议" * 100
+    await one(core, msg(question))
+    await one(core, msg("/ask " + question))
+    assert [len(q) for q in qa.questions] == [50, 50]
+    assert qa.questions[0] == question[:50]
+
+
+async def test_unknown_callback_prefix_gives_stale_button_toast() -> None:
+    feature = StubFeature()
+    core = Core(StubQA(), features=[feature])
+    for data in ("old:1", "chk:next", "mtgx:1", "garbage"):
+        reply = await one(core, msg(callback=data))
+        assert reply.toast == texts.STALE_BUTTON and reply.text == ""
+    assert feature.callbacks == []
+
+
+async def test_callback_routed_to_feature_owning_prefix() -> None:
+    feature = StubFeature()
+    core = Core(StubQA(), features=[feature])
+    reply = await one(core, msg(callback="mtg:cancel:7"))
+    assert reply.toast == "got mtg:cancel:7"
+    # A button press in a group is not "addressed" text, but still reaches its feature.
+    reply = await one(core, msg(callback="mtg:ok", chat_type=ChatType.GROUP, addressed=False))
+    assert reply.toast == "got mtg:ok"
+    assert feature.callbacks == ["mtg:cancel:7", "mtg:ok"]
+
+
+def test_commands_for_menu_lists_feature_commands_once() -> None:
+    core = Core(StubQA(), features=[StubFeature()])
+    menu = core.commands_for_menu()
+    words = [w for w, _ in menu]
+    assert words[:2] == ["start", "help"]
+    assert sorted(words) == sorted({"start", "help", "meeting", "meetings"})
+    assert len(words) == len(set(words))
+    for word, description in menu:
+        assert re.fullmatch(r"[a-z0-9_]{1,32}", word)  # Telegram setMyCommands rule
+        assert 0 < len(description) <= 60
+
+
+# split_text --------------------------------------------------------------------------------
+def assert_round_trip(text: str, chunks: list[str]) -> None:
+    """Chunks are pieces of ``text`` in order; what lies between them is only whitespace.
+
+    Runs of three or more newlines count as one block separator (split_text may shorten them).
+    """
+    body = re.sub(r"\n{3,}", "\n\n", text.strip("\n"))
+    pos = 0
+    for chunk in (re.sub(r"\n{3,}", "\n\n", c) for c in chunks):
+        found = body.find(chunk, pos)
+        assert found >= 0, f"chunk not found in order: {chunk[:40]!r}"
+        assert body[pos:found].strip() == "", f"characters lost before {chunk[:40]!r}"
+        pos = found + len(chunk)
+    assert body[pos:].strip() == ""
+    assert re.sub(r"\s", "", "".join(chunks)) == re.sub(r"\s", "", text)
+
+
+def assert_limits(chunks: list[str], max_chars: int | None = None, max_bytes: int | None = None) -> None:
+    assert chunks, "no chunks"
+    for c in chunks:
+        assert c.strip(), "empty chunk"
+        if max_chars:
+            assert len(c) <= max_chars
+        if max_bytes:
+            assert len(c.encode("utf-8")) <= max_bytes
+
+
+def test_split_short_text_is_one_chunk() -> None:
+    text = "根据第十八条：党组会议一般每月召开1次。\n\n依据：\n\n《细则》第十八条\n“…”"
+    assert split_text(text, max_chars=4096) == [text]
+    assert split_text(text, max_bytes=2048) == [text]
+    assert split_text(text) == [text]
+    assert split_text("") == [] and split_text("\n\n\n") == []
+
+
+def test_split_keeps_blocks_whole_when_they_fit() -> None:
+    blocks = [f"《文件{i}》第{i}条\n“" + "党组会议一般每月召开1次。" * (10 + 3 * i) + "”" for i in range(8)]
+    text = "\n\n".join(blocks)
+    limit = max(len(b) for b in blocks) + 10
+    chunks = split_text(text, max_chars=limit)
+    assert len(chunks) > 1
+    assert_limits(chunks, max_chars=limit)
+    assert_round_trip(text, chunks)
+    for block in blocks:
+        assert sum(block in c for c in chunks) == 1, "a block that fits was cut"
+    # Blocks are packed: no chunk could have taken the next block too.
+    for a, b in zip(chunks, chunks[1:]):
+        assert len(a + "\n\n" + b.split("\n\n")[0]) > limit
+
+
+def test_split_oversized_block_cut_at_lines_then_hard_cut() -> None:
+    lines = [f"第{i}行：" + "支部委员会会议须有半数以上委员到会方可进行。" * 3 for i in range(20)]
+    block = "\n".join(lines)
+    text = "开头一句。\n\n" + block + "\n\n结尾一句。"
+    chunks = split_text(text, max_chars=200)
+    assert_limits(chunks, max_chars=200)
+    assert_round_trip(text, chunks)
+    for line in lines:  # each line fits, so none is cut
+        assert any(line in c for c in chunks)
+
+    long_line = "a" * 10000
+    chunks = split_text(long_line, max_chars=4096)
+    assert [len(c) for c in chunks] == [4096, 4096, 1808]
+    assert "".join(chunks) == long_line
+
+
+def test_split_chinese_by_bytes() -> None:
+    line = "党组会议一般每月召开一次遇有重要情况可以随时召开" * 80  # 2000 CJK chars, one line
+    chunks = split_text(line, max_bytes=2048)
+    assert_limits(chunks, max_bytes=2048)
+    assert len(chunks[0]) == 682  # 682 × 3 = 2046 bytes; one more would be 2049
+    assert "".join(chunks) == line
+    mixed = ("第1条 abc 党组会议。\n" * 300).strip()
+    chunks = split_text(mixed, max_chars=4096, max_bytes=2048)
+    assert_limits(chunks, max_chars=4096, max_bytes=2048)
+    assert_round_trip(mixed, chunks)
+    assert all(not c.startswith("\n") and not c.endswith("\n") for c in chunks)
+
+
+def test_split_both_limits_the_stricter_wins() -> None:
+    text = "\n\n".join("说明" * 400 for _ in range(5))  # each block 800 chars = 2400 bytes
+    chunks = split_text(text, max_chars=4096, max_bytes=2048)
+    assert_limits(chunks, max_chars=4096, max_bytes=2048)
+    assert_round_trip(text, chunks)
+    chunks = split_text(text, max_chars=500, max_bytes=100000)
+    assert_limits(chunks, max_chars=500)
+    assert_round_trip(text, chunks)
+
+
+def test_split_never_returns_empty_chunks() -> None:
+    text = "\n\n\n\n甲\n\n\n\n\n\n乙\n\n   \n\n\n\n" + "丙" * 30 + "\n\n\n"
+    for limit in (1, 2, 3, 5, 31, 1000):
+        chunks = split_text(text, max_chars=limit)
+        assert_limits(chunks, max_chars=limit)
+        assert_round_trip(text, chunks)
+
+
+def test_split_random_texts_round_trip() -> None:
+    rng = random.Random(20240601)
+    alphabet = "党组会议支部委员每月召开一次abc 123，。！？😀"
+    for _ in range(500):
+        parts = []
+        for _ in range(rng.randint(1, 12)):
+            parts.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 120))))
+            parts.append(rng.choice(["\n", "\n\n", "\n\n\n", "", " \n", "\n \n", "\n\n \n\n"]))
+        text = "".join(parts)
+        max_chars = rng.choice([None, 1, 2, 10, 37, 100, 4096])
+        max_bytes = rng.choice([None, 4, 16, 64, 300, 2048])  # ≥ 4: one emoji is 4 bytes
+        chunks = split_text(text, max_chars=max_chars, max_bytes=max_bytes)
+        if not text.strip():
+            assert chunks == []
+            continue
+        assert_limits(chunks, max_chars, max_bytes)
+        assert_round_trip(text, chunks)
+
+
+# format_answer -----------------------------------------------------------------------------
+def test_format_answer_answer_first_then_one_block_per_citation() -> None:
+    answer = Answer(
+        question="党组会议多久召开一次？", answer="根据《细则》第十八条：党组会议一般每月召开1次。",
+        refused=False, citations=[cite("第十八条", ART18, 0.9), cite("第十九条", ART19, 0.8)],
+    )
+    text = format_answer(answer)
+    blocks = text.split("\n\n")
+    assert blocks[0] == answer.answer
+    assert blocks[1] == "依据："
+    assert blocks[2].startswith(f"《{TITLE}》第十八条\n“") and blocks[2].endswith("”")
+    assert "每月召开1次" in blocks[2]
+    assert "第十八条 党组" not in blocks[2]  # the label is not repeated inside the quote
+    assert blocks[3].startswith(f"《{TITLE}》第十九条\n“")
+    assert len(blocks) == 4
+    assert "[1]" not in text  # extractive mode has no markers
+
+
+def test_format_answer_hides_weak_secondary_citations_in_extractive_mode() -> None:
+    answer = Answer(question="党组会议多久召开一次？", answer="根据…：每月召开1次。", refused=False,
+                    citations=[cite("第十八条", ART18, 0.9), cite("第十九条", ART19, 0.3),
+                               cite("第二十条", "第二十条 表决。", 0.2)])
+    text = format_answer(answer)
+    assert "第十八条" in text and "第十九条" not in text and "第二十条" not in text
+
+
+def test_format_answer_long_quote_is_capped() -> None:
+    long_sentence = "党组会议" + "应当按照规定程序研究决定重大事项" * 40 + "。"
+    answer = Answer(question="党组会议", answer="根据《细则》第三十条：……", refused=False,
+                    citations=[cite("第三十条", "第三十条 " + long_sentence, 0.9)])
+    block = format_answer(answer).split("\n\n")[2]
+    quote = block.split("\n", 1)[1]
+    assert quote.startswith("“") and quote.endswith("……”")
+    assert len(quote) == 1 + MAX_QUOTE_CHARS + 2 + 1
+    assert quote[1:-3] == long_sentence[:MAX_QUOTE_CHARS]
+
+
+def test_format_answer_llm_mode_numbers_citations() -> None:
+    answer = Answer(
+        question="党组会议多久召开一次？需要多少人到会？", mode="llm", refused=False,
+        answer="党组会议一般每月召开1次[1]。应当有半数以上党组成员到会方可召开[2]。",
+        citations=[cite("第十八条", ART18, 0.9), cite("第十九条", ART19, 0.1)],  # low score still shown
+    )
+    blocks = format_answer(answer).split("\n\n")
+    assert blocks[0] == answer.answer and blocks[1] == "依据："
+    assert blocks[2].startswith(f"[1] 《{TITLE}》第十八条\n“")
+    assert blocks[3].startswith(f"[2] 《{TITLE}》第十九条\n“")
+
+
+def test_format_answer_llm_every_marker_in_the_answer_has_its_citation() -> None:
+    # The LLM may cite up to five passages (retrieval.llm.MAX_PASSAGES); no [n] may dangle.
+    citations = [cite(f"第{n}条", f"第{n}条 规定{n}。", 0.5) for n in "一二三四"]
+    answer = Answer(question="党组会议", mode="llm", refused=False, citations=citations,
+                    answer="甲[1]。乙[2]。丙[3]。丁[4]。")
+    text = format_answer(answer)
+    for n in range(1, 5):
+        assert f"\n[{n}] 《" in text, f"[{n}] is cited in the answer but has no citation block"
+
+
+def test_format_refusal_and_no_citation_answers_are_plain() -> None:
+    refused = Answer(question="写诗", answer=texts.REFUSAL, refused=True)
+    assert format_answer(refused) == texts.REFUSAL
+    bare = Answer(question="q", answer="没有引用的回答", refused=False)
+    assert format_answer(bare) == "没有引用的回答"
