@@ -13,11 +13,14 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Protocol
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from bot.core import texts
 from bot.core.feature import Context, Feature
 from bot.core.format import format_answer
 from bot.core.models import Capabilities, IncomingMessage, OutgoingMessage
 from bot.core.outbound import OutboundRegistry
+from bot.store.db import DatabaseUnavailable
 from retrieval.models import Answer
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,9 @@ class Core:
         """Replies for one message; never raises (errors become a short apology)."""
         try:
             return await self._handle(msg, caps)
+        except (OperationalError, InterfaceError, DatabaseUnavailable):
+            log.exception("database unavailable while handling %s:%s", msg.platform, msg.chat_id)
+            return [OutgoingMessage(text=texts.SERVICE_UNAVAILABLE)]
         except Exception:
             log.exception("handler failed for %s:%s", msg.platform, msg.chat_id)
             return [OutgoingMessage(text=texts.INTERNAL_ERROR)]

@@ -22,7 +22,7 @@ def open_database(settings: Settings) -> Database:
 
     if not settings.database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db_url, connect_retries=5, retry_delay=1.0)
+    db = Database(settings.db_url, connect_retries=4, retry_delay=0.5)
     db.create_schema()
     return db
 
