@@ -56,3 +56,14 @@ def service(built_data_dir, embeddings):
     from retrieval.service import RetrievalService
 
     return RetrievalService(Settings(data_dir=built_data_dir, corpus_dir=CORPUS), embeddings=embeddings)
+
+
+@pytest.fixture
+def tg():
+    """A running fake Telegram Bot API server (tests/fakes/telegram_api.py)."""
+    from tests.fakes.telegram_api import FakeTelegram
+
+    fake = FakeTelegram()
+    fake.start()
+    yield fake
+    fake.stop()

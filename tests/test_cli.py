@@ -5,10 +5,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DANGJIAN = str(Path(sys.executable).parent / "dangjian")

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
-import pytest
 
 from tests.e2e import REPO, BotProcess, wait_until
 from tests.fakes.dingtalk_api import FakeDingTalk

@@ -1,11 +1,8 @@
 """End to end: admins refresh the corpus from chat while members keep asking (Telegram fake)."""
 from __future__ import annotations
 
-import json
 import shutil
-import time
 
-import pytest
 
 from tests.e2e import REPO, BotProcess, wait_until
 from tests.fakes.telegram_api import FakeTelegram
@@ -18,14 +15,6 @@ NEW_RULES = (
     "第三条 本规则自印发之日起施行。\n"
 )
 SEED_TO_DELETE = "2019_jiguan_dangzuzhi_shi_shenme_gan_shenme.txt"
-
-
-@pytest.fixture
-def tg():
-    fake = FakeTelegram()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def _ask(tg: FakeTelegram, chat: int, text: str, timeout: float = 30):

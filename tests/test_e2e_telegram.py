@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import re
 import time
-import shutil
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
 
 from tests.e2e import REPO, BotProcess, wait_until
 from tests.fakes.telegram_api import FakeTelegram
@@ -15,14 +13,6 @@ from tests.fakes.telegram_api import FakeTelegram
 TZ = ZoneInfo("Asia/Shanghai")
 USER = 42
 GROUP = -1001234
-
-
-@pytest.fixture
-def tg():
-    fake = FakeTelegram()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def _env(tg: FakeTelegram, data, corpus, **extra) -> dict[str, str]:

@@ -30,22 +30,25 @@ import hashlib
 import hmac
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from tests.fakes.loopback import LoopbackFake, LoopbackServer
 
 T = TypeVar("T")
 
 DEFAULT_APP_KEY = "dingfakeappkey0001"
 DEFAULT_APP_SECRET = "dangjianTestAppSecret0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
 DEFAULT_ROBOT_CODE = "dingfakerobotcode0001"  # deliberately different from the AppKey
+
+#: a robot OpenAPI handler: (request body, access token, decoded msgParam) -> response
+RobotHandler = Callable[[dict[str, Any], str, dict[str, Any]], JSONResponse]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,7 +207,7 @@ class _State:
 
 
 # ----------------------------------------------------------------------------------------------
-class FakeDingTalk:
+class FakeDingTalk(LoopbackFake):
     """The fake server. ``start()`` it (or use ``with``); everything else is thread-safe."""
 
     def __init__(
@@ -224,54 +227,16 @@ class FakeDingTalk:
         #: session names whose webhook answers ``errcode`` 300001 (expired session)
         self.broken_sessions: set[str] = set()
         self._state = _State()
-        self._server: uvicorn.Server | None = None
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._port = 0
         self.app = self._build_app()
+        self._server = LoopbackServer(self.app, "fake-dingtalk")
 
-    # -- lifecycle -------------------------------------------------------------------------------
-    def start(self, timeout: float = 10.0) -> FakeDingTalk:
-        """Serve on 127.0.0.1 on a free port in a daemon thread; return self once listening."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        self._sock = sock
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-dingtalk", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("fake DingTalk server did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and wait for the thread."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._thread = self._sock = None
-
-    def __enter__(self) -> FakeDingTalk:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    # -- lifecycle: start(timeout=10.0), stop() and ``with`` come from LoopbackFake -------------
 
     # -- addresses and callbacks -----------------------------------------------------------------
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``: use as DANGJIAN_DINGTALK_API_BASE."""
-        return f"http://127.0.0.1:{self._port}"
+        return self._server.base_url
 
     def webhook_url(self, name: str) -> str:
         """A sessionWebhook URL on this fake; replies to it are recorded under ``name``."""
@@ -400,13 +365,25 @@ class FakeDingTalk:
                 state.valid_tokens.add(token)
             return JSONResponse({"accessToken": token, "expireIn": self.expire_in})
 
-        @app.post("/v1.0/robot/oToMessages/batchSend")
-        async def batch_send(request: Request) -> JSONResponse:
-            body = await _json(request)
-            checked = self._check_call(request, body, "batchSend")
-            if isinstance(checked, JSONResponse):
-                return checked
-            token, param = checked
+        def robot_api(path: str, name: str) -> Callable[[RobotHandler], RobotHandler]:
+            """Serve ``handler(body, token, param)`` at ``path`` once :meth:`_check_call` passed."""
+
+            def register(handler: RobotHandler) -> RobotHandler:
+                @app.post(path, name=name)
+                async def endpoint(request: Request) -> JSONResponse:
+                    body = await _json(request)
+                    checked = self._check_call(request, body, name)
+                    if isinstance(checked, JSONResponse):
+                        return checked
+                    token, param = checked
+                    return handler(body, token, param)
+
+                return handler
+
+            return register
+
+        @robot_api("/v1.0/robot/oToMessages/batchSend", "batchSend")
+        def batch_send(body: dict[str, Any], token: str, param: dict[str, Any]) -> JSONResponse:
             user_ids = body.get("userIds")
             if not isinstance(user_ids, list) or not user_ids or len(user_ids) > 20:
                 return self._reject("batchSend", 400, "invalidParameter.userIds", "1..20 userIds")
@@ -420,13 +397,8 @@ class FakeDingTalk:
                  "flowControlledStaffIdList": []}
             )
 
-        @app.post("/v1.0/robot/groupMessages/send")
-        async def group_send(request: Request) -> JSONResponse:
-            body = await _json(request)
-            checked = self._check_call(request, body, "groupMessages/send")
-            if isinstance(checked, JSONResponse):
-                return checked
-            token, param = checked
+        @robot_api("/v1.0/robot/groupMessages/send", "groupMessages/send")
+        def group_send(body: dict[str, Any], token: str, param: dict[str, Any]) -> JSONResponse:
             cid = body.get("openConversationId")
             if not isinstance(cid, str) or not cid:
                 return self._reject("groupMessages/send", 400, "invalidParameter.openConversationId", "missing")

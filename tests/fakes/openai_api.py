@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+
+from tests.fakes.loopback import LoopbackFake, LoopbackServer
 
 Mode = Literal["ok", "hang", "error500", "error401", "malformed", "empty", "trickle"]
 Reply = str | Callable[[dict[str, Any]], str]
@@ -48,7 +48,7 @@ class RecordedRequest(BaseModel):
         return [m for m in msgs if role is None or m.get("role") == role]
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackFake):
     """A background OpenAI-compatible server bound to a free loopback port."""
 
     def __init__(self, reply: Reply = "（未设置回复）", *, model_name: str = "fake-model") -> None:
@@ -59,59 +59,25 @@ class FakeOpenAI:
         self._hang_seconds = 30.0
         self._model_name = model_name
         self._stopping = threading.Event()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-        self._port = 0
         self.app = self._build_app()
+        self._server = LoopbackServer(self.app, "fake-openai", graceful_shutdown=1, join_timeout=5)
 
     # Lifecycle ---------------------------------------------------------------------------
-    def start(self) -> FakeOpenAI:
+    def start(self, timeout: float = 10.0) -> FakeOpenAI:
         """Bind 127.0.0.1 on a free port, serve in a daemon thread, return once accepting."""
         self._stopping.clear()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._sock = sock
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake OpenAI server did not start")
-            time.sleep(0.01)
-        return self
+        return super().start(timeout)
 
     def stop(self) -> None:
         """Release hanging requests, shut the server down and wait for its thread."""
         self._stopping.set()
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._thread = self._sock = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     # Configuration -----------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         """The OpenAI-style base URL, ``http://127.0.0.1:<port>/v1``."""
-        return f"http://127.0.0.1:{self._port}/v1"
+        return f"{self._server.base_url}/v1"
 
     @property
     def requests(self) -> list[RecordedRequest]:

@@ -42,7 +42,6 @@ import email.policy
 import itertools
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -51,11 +50,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.loopback import LoopbackServer
 
 DEFAULT_TOKEN = "123456789:AAFakeTokenForTests_abcdefghijklmnop"
 DEFAULT_USERNAME = "dangjian_test_bot"
@@ -245,19 +245,20 @@ class FakeTelegram:
         self.allowed_updates: list[str] | None = None
         #: file ids the bot downloaded through /file/bot<token>/<path>
         self.downloads: list[str] = []
-        self._thread: threading.Thread | None = None
-        self._server: uvicorn.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._closing = False
-        self._port: int | None = None
+        # plain asyncio loop (not uvloop); 1 s graceful shutdown so pending long polls cannot stall stop()
+        self._server = LoopbackServer(
+            self._build_app(), "fake-telegram", graceful_shutdown=1, loop="asyncio", on_loop=self._on_loop
+        )
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeTelegram is not started")
-        return self._port
+        if port := self._server.port:  # 0 until the first start(); kept after stop()
+            return port
+        raise RuntimeError("FakeTelegram is not started")
 
     @property
     def base_url(self) -> str:
@@ -271,47 +272,23 @@ class FakeTelegram:
 
     def start(self) -> _Awaitable:
         """Start the server on a free loopback port; returns at once (``await`` optional)."""
-        if self._thread is not None:
-            return _Awaitable(self)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._build_app(), log_level="warning", access_log=False, lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._closing = False
-        ready = threading.Event()
-
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._changed = asyncio.Event()
-            ready.set()
-            await self._server.serve(sockets=[sock])  # type: ignore[union-attr]
-
-        self._thread = threading.Thread(target=lambda: asyncio.run(serve()), name="fake-telegram", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not (ready.is_set() and self._server.started):
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake Telegram server did not start")
-            time.sleep(0.005)
+        if not self._server.running:
+            self._closing = False
+            self._server.start()
         return _Awaitable(self)
 
     def stop(self) -> _Awaitable:
         """Stop the server (releases pending long polls); returns at once (``await`` optional)."""
-        if self._thread is None:
-            return _Awaitable(None)
-        self._closing = True
-        self._notify()
-        if self._server is not None:
-            self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._thread = None
-        self._server = None
+        if self._server.running:
+            self._closing = True
+            self._notify()
+            self._server.stop()
         return _Awaitable(None)
+
+    def _on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the server's loop, before it serves: the loop and event that wake long polls."""
+        self._loop = loop
+        self._changed = asyncio.Event()
 
     async def __aenter__(self) -> FakeTelegram:
         return self.start()._value
@@ -417,7 +394,14 @@ class FakeTelegram:
         username: str | None = None,
     ) -> dict:
         """A Message dict as a user would send it (not queued; e.g. for :meth:`post_webhook` or
-        :meth:`push_update`); arguments as for :meth:`push_text`."""
+        :meth:`push_update`; :meth:`push_text` queues one).
+
+        ``chat_type``: "private", "group" or "supergroup". Without ``entities`` they are computed
+        like Telegram does: a ``bot_command`` for a leading ``/cmd[@bot]`` and a ``mention`` for
+        each ``@username`` (e.g. ``@dangjian_test_bot``). ``reply_to_bot=True`` makes it a reply to
+        the bot's last message in that chat (or to a synthetic bot message if there is none);
+        ``reply_to_message_id`` replies to a given message.
+        """
         message = self._user_message(chat_id, user_id, chat_type, first_name, username)
         message["text"] = text
         ents = auto_entities(text) if entities is None else entities
@@ -428,30 +412,11 @@ class FakeTelegram:
             message["reply_to_message"] = reply
         return message
 
-    def push_text(
-        self,
-        chat_id: int,
-        user_id: int,
-        text: str,
-        chat_type: str = "private",
-        entities: list[dict] | None = None,
-        reply_to_bot: bool = False,
-        reply_to_message_id: int | None = None,
-        first_name: str = "测试用户",
-        username: str | None = None,
-    ) -> int:
-        """Queue a text message; returns the update_id.
-
-        ``chat_type``: "private", "group" or "supergroup". Without ``entities`` they are computed
-        like Telegram does: a ``bot_command`` for a leading ``/cmd[@bot]`` and a ``mention`` for
-        each ``@username`` (e.g. ``@dangjian_test_bot``). ``reply_to_bot=True`` makes it a reply to
-        the bot's last message in that chat (or to a synthetic bot message if there is none);
-        ``reply_to_message_id`` replies to a given message.
-        """
-        message = self.text_message(
-            chat_id, user_id, text, chat_type, entities, reply_to_bot, reply_to_message_id, first_name, username
-        )
-        return self.push_update({"message": message})
+    def push_text(self, chat_id: int, user_id: int, text: str, *args: Any, **kwargs: Any) -> int:
+        """Queue a text message; returns the update_id. The further arguments (``chat_type``,
+        ``entities``, ``reply_to_bot``, ``reply_to_message_id``, ``first_name``, ``username``) are
+        those of :meth:`text_message`."""
+        return self.push_update({"message": self.text_message(chat_id, user_id, text, *args, **kwargs)})
 
     def push_callback(
         self,
@@ -570,13 +535,18 @@ class FakeTelegram:
 
     # ------------------------------------------------------------------ waiting
     def _check(
-        self, want: int | Callable[[list[SentMessage]], bool], since: int
+        self, want: int | Callable[[list[SentMessage]], bool], since: int, deadline: float
     ) -> list[SentMessage] | None:
+        """The awaited messages, or None to keep waiting; TimeoutError once past ``deadline``."""
         with self._lock:
             new = list(self.sent[since:])
         if isinstance(want, int):
-            return new[:want] if len(new) >= want else None
-        return new if want(new) else None
+            result = new[:want] if len(new) >= want else None
+        else:
+            result = new if want(new) else None
+        if result is None and time.monotonic() > deadline:
+            raise TimeoutError(self._timeout_message(want, since))
+        return result
 
     async def wait_for_messages(
         self,
@@ -591,13 +561,9 @@ class FakeTelegram:
         is true). Raises ``TimeoutError`` listing what was sent.
         """
         deadline = time.monotonic() + timeout
-        while True:
-            result = self._check(want, since)
-            if result is not None:
-                return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(self._timeout_message(want, since))
+        while (result := self._check(want, since, deadline)) is None:
             await asyncio.sleep(0.01)
+        return result
 
     def wait_for_messages_sync(
         self,
@@ -607,13 +573,9 @@ class FakeTelegram:
     ) -> list[SentMessage]:
         """Blocking variant of :meth:`wait_for_messages` for sync tests."""
         deadline = time.monotonic() + timeout
-        while True:
-            result = self._check(want, since)
-            if result is not None:
-                return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(self._timeout_message(want, since))
+        while (result := self._check(want, since, deadline)) is None:
             time.sleep(0.01)
+        return result
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until ``predicate()`` is true (e.g. ``lambda: fake.callback_answers``)."""
@@ -823,11 +785,8 @@ class FakeTelegram:
                 pass
 
     def _api_deletewebhook(self, params: dict, files: dict) -> bool:
-        with self._lock:
-            self.webhook = None
-            if _bool(params.get("drop_pending_updates")):
-                self._updates.clear()
-        return True
+        # As in the Bot API, deleting is setting an empty URL.
+        return self._api_setwebhook({"drop_pending_updates": params.get("drop_pending_updates", "")}, files)
 
     def _api_setwebhook(self, params: dict, files: dict) -> bool:
         with self._lock:
@@ -877,15 +836,7 @@ class FakeTelegram:
 
     def _api_sendmessage(self, params: dict, files: dict) -> dict:
         chat_id = _chat_id(params.get("chat_id"))
-        text = params.get("text", "")
-        if not text.strip():
-            raise ApiError(400, "Bad Request: message text is empty")
-        if len(text) > MAX_TEXT:
-            raise ApiError(400, "Bad Request: message is too long")
-        parse_mode = params.get("parse_mode")
-        if parse_mode and (error := _markdown_error(text, parse_mode)):
-            raise ApiError(400, error)
-        markup = _check_markup(params.get("reply_markup"))
+        text, parse_mode, markup = _check_text(params, too_long="Bad Request: message is too long")
         return self._record(
             "sendMessage", chat_id, text, markup, parse_mode, _reply_to(params), None, params
         )
@@ -945,15 +896,7 @@ class FakeTelegram:
     def _api_editmessagetext(self, params: dict, files: dict) -> dict | bool:
         chat_id = _chat_id(params.get("chat_id"))
         message_id = _int(params.get("message_id"), 0)
-        text = params.get("text", "")
-        if not text.strip():
-            raise ApiError(400, "Bad Request: message text is empty")
-        if len(text) > MAX_TEXT:
-            raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
-        parse_mode = params.get("parse_mode")
-        if parse_mode and (error := _markdown_error(text, parse_mode)):
-            raise ApiError(400, error)
-        markup = _check_markup(params.get("reply_markup"))
+        text, parse_mode, markup = _check_text(params, too_long="Bad Request: MESSAGE_TOO_LONG")
         with self._lock:
             message = self._messages.get((chat_id, message_id))
             if message is None or message.get("from", {}).get("id") != self.bot_id:
@@ -962,16 +905,7 @@ class FakeTelegram:
                 raise ApiError(400, "Bad Request: message is not modified")
             message["text"] = text
             message["edit_date"] = int(time.time())
-            if markup:
-                message["reply_markup"] = markup
-            else:
-                message.pop("reply_markup", None)
-            self.edits.append({"chat_id": chat_id, "message_id": message_id, "text": text,
-                               "reply_markup": markup, "parse_mode": parse_mode})
-            for sent in self.sent:
-                if sent.chat_id == chat_id and sent.message_id == message_id:
-                    sent.text, sent.reply_markup = text, markup
-            return dict(message)
+            return self._apply_edit(chat_id, message_id, message, markup, text, parse_mode)
 
     def _api_editmessagereplymarkup(self, params: dict, files: dict) -> dict:
         chat_id = _chat_id(params.get("chat_id"))
@@ -981,14 +915,31 @@ class FakeTelegram:
             message = self._messages.get((chat_id, message_id))
             if message is None:
                 raise ApiError(400, "Bad Request: message to edit not found")
+            return self._apply_edit(chat_id, message_id, message, markup, None, None)
+
+    def _apply_edit(
+        self,
+        chat_id: int | str,
+        message_id: int,
+        message: dict,
+        markup: dict | None,
+        text: str | None,
+        parse_mode: str | None,
+    ) -> dict:
+        """Set (or drop) the keyboard of ``message``, record the edit in :attr:`edits` and update
+        the :attr:`sent` entry (its text too, unless ``text`` is None: a keyboard-only edit);
+        returns a copy of the message."""
+        with self._lock:
             if markup:
                 message["reply_markup"] = markup
             else:
                 message.pop("reply_markup", None)
-            self.edits.append({"chat_id": chat_id, "message_id": message_id, "text": None,
-                               "reply_markup": markup, "parse_mode": None})
+            self.edits.append({"chat_id": chat_id, "message_id": message_id, "text": text,
+                               "reply_markup": markup, "parse_mode": parse_mode})
             for sent in self.sent:
                 if sent.chat_id == chat_id and sent.message_id == message_id:
+                    if text is not None:
+                        sent.text = text
                     sent.reply_markup = markup
             return dict(message)
 
@@ -1104,6 +1055,21 @@ def _reply_to(params: dict) -> int | None:
     if "reply_to_message_id" in params:
         return _int(params["reply_to_message_id"], 0) or None
     return None
+
+
+def _check_text(params: dict, too_long: str) -> tuple[str, str | None, dict | None]:
+    """(text, parse_mode, reply_markup) of a sendMessage/editMessageText call, checked like Telegram:
+    400 for an empty text, one over 4096 characters (``too_long``: each method words it its own
+    way), malformed Markdown or a bad keyboard."""
+    text = params.get("text", "")
+    if not text.strip():
+        raise ApiError(400, "Bad Request: message text is empty")
+    if len(text) > MAX_TEXT:
+        raise ApiError(400, too_long)
+    parse_mode = params.get("parse_mode")
+    if parse_mode and (error := _markdown_error(text, parse_mode)):
+        raise ApiError(400, error)
+    return text, parse_mode, _check_markup(params.get("reply_markup"))
 
 
 def _check_markup(raw: str | None) -> dict | None:

@@ -25,21 +25,19 @@ parameters (``msg_signature``, ``timestamp``, ``nonce``) and the XML envelope wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-import socket
 import threading
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from bot.adapters.wecom_crypto import WeComCrypto
 from bot.settings import Settings
+from tests.fakes.loopback import LoopbackFake, LoopbackServer
+from tests.fakes.loopback import serve_on_loopback as serve_on_loopback  # re-exported for the tests
 
 # Credentials of the fake app (vector B of the protocol notes for token/key/corp id).
 CORP_ID = "wwdangjian0000001"
@@ -158,7 +156,7 @@ class _State:
     forced_errors: list[tuple[int, str]] = field(default_factory=list)
 
 
-class FakeWeCom:
+class FakeWeCom(LoopbackFake):
     """A loopback WeCom server API: gettoken + message/send. Thread-safe; see the module docstring."""
 
     def __init__(
@@ -177,52 +175,15 @@ class FakeWeCom:
         self.expires_in = expires_in
         self.callbacks = CallbackBuilder(token=token, aes_key=aes_key, corp_id=corp_id, agent_id=agent_id)
         self._state = _State()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
         self.app = self._build_app()
+        self._server = LoopbackServer(self.app, "fake-wecom")
 
-    # Lifecycle ---------------------------------------------------------------
-    def start(self) -> FakeWeCom:
-        """Serve on 127.0.0.1 (free port) in a background thread; returns self."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._socket = sock
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-wecom", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake WeCom server did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and wait for its thread."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
-
-    def __enter__(self) -> FakeWeCom:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
+    # Lifecycle: start(), stop() and ``with`` come from LoopbackFake ----------------
     @property
     def port(self) -> int:
-        if self._socket is None:
+        if not self._server.running:
             raise RuntimeError("fake WeCom server is not running")
-        return self._socket.getsockname()[1]
+        return self._server.port
 
     @property
     def base_url(self) -> str:
@@ -360,33 +321,3 @@ class FakeWeCom:
             return 45002, "content size out of limit"
         return 0, "ok"
 
-
-# ---------------------------------------------------------------------------
-# Serving the bot's own app on loopback, in the test's event loop
-@contextlib.asynccontextmanager
-async def serve_on_loopback(app: Any) -> AsyncIterator[str]:
-    """Run an ASGI app with uvicorn on 127.0.0.1 (free port) in this event loop; yields its base URL.
-
-    Use it for the bot's callback app so that adapter workers and HTTP handlers share one loop.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("server stopped during start-up")
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            await asyncio.sleep(0.005)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
-        sock.close()
