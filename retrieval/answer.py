@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from retrieval.models import Answer, Article, Citation, Hit
 from retrieval.normalize import normalize_question
 from retrieval.search import Evidence
-from retrieval.tokenize import tokens
+from retrieval.tokenize import bigrams, tokens
 
 REFUSAL = (
     "文件中没有找到与您的问题相关的规定，无法作答。"
     "我只依据已收录的党内法规和文件回答党建工作程序方面的问题。"
 )
 _SENTENCE = re.compile(r"[^。！？；\n]+[。！？；]?")
+# Questions that ask for a number, a frequency, a deadline or a share.
+_ASKS_QUANTITY = re.compile(r"多久|多长|多少|几|频率|比例|期限|时限|什么时候|何时|每[年月季周]|至少|最多|最长|上限|下限")
 # Numbers, frequencies and quantities: a sentence carrying one is likelier to hold the rule.
 _QUANTITY = re.compile(r"[0-9一二两三四五六七八九十百半]+(次|天|日|个月|月|年|人|名|学时|小时|周|届|%)|每[年月季周半]|半数|三分之二|不少于|不超过|以上|以内")
 
@@ -53,16 +55,21 @@ def best_sentences(question: str, article: Article, limit: int = 2) -> list[str]
 
 
 def best_sentences_of(question: str, text: str, limit: int = 2) -> list[str]:
-    """The sentences of ``text`` that share the most question terms, in text order."""
-    q_terms = set(tokens(normalize_question(question)))
+    """The sentences of ``text`` that share the most question terms, in text order.
+
+    Words count by length, shared character bigrams catch paraphrases (来不了 / 不能参加), and a
+    sentence stating a number or frequency gets a bonus when the question asks for one.
+    """
+    q = normalize_question(question)
+    q_terms, q_bigrams = set(tokens(q)), set(bigrams(q))
+    wants_quantity = bool(_ASKS_QUANTITY.search(q))
     sentences = split_sentences(text)
     if not sentences:
         return [text]
     scored = []
     for i, s in enumerate(sentences):
-        s_terms = set(tokens(s))
-        overlap = sum(len(t) for t in q_terms & s_terms)
-        bonus = 1.5 if _QUANTITY.search(s) else 0.0
+        overlap = sum(len(t) for t in q_terms & set(tokens(s))) + 0.7 * len(q_bigrams & set(bigrams(s)))
+        bonus = 1.5 if wants_quantity and _QUANTITY.search(s) else 0.0
         scored.append((overlap + bonus - 0.01 * i, i))
     scored.sort(reverse=True)
     best_score = scored[0][0]

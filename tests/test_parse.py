@@ -128,3 +128,12 @@ def test_editions_named_and_old_ones_superseded(tmp_path):
     assert old.meta.status == "superseded" and new.meta.status == "current"
     assert new.articles[2].citation == "《中国共产党章程》（2022年版）第三条"
     assert old.articles[2].citation == "《中国共产党章程》（2007年版）第三条"
+
+
+def test_answer_sentences_follow_the_question_not_the_first_number():
+    from retrieval.answer import best_sentences_of
+
+    text = ("党组会议应当有半数以上党组成员到会方可召开。党组成员因故不能参加会议的应当在会前请假，"
+            "对会议议题的重要意见可以用书面形式表达。")
+    assert "请假" in "".join(best_sentences_of("党组成员有事不能参加党组会怎么办？", text, limit=1))
+    assert "半数以上" in "".join(best_sentences_of("党组会议要多少人到会？", text, limit=1))
