@@ -22,7 +22,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def meeting_slot(lead_seconds: int = 30) -> tuple[datetime, int]:
+def meeting_slot(lead_seconds: int = 45) -> tuple[datetime, int]:
     """A meeting time on a minute boundary and the reminder offset that makes it due soon."""
     now = datetime.now(TZ)
     at = (now + timedelta(seconds=150)).replace(second=0, microsecond=0) + timedelta(minutes=1)

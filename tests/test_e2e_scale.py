@@ -34,18 +34,13 @@ def test_two_replicas_share_index_state_and_reminders(servers, tmp_path):
     fake = FakeWeCom().start()
     corpus = tmp_path / "corpus"
     shutil.copytree(REPO / "corpus", corpus)
-    now = datetime.now(TZ)
-    first = (now + timedelta(seconds=150)).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    early = int((first - now).total_seconds()) - 45  # due ~45 s from now, while A is down
-    late = early - 30  # due ~75 s from now, when both replicas run again
     common = {
         "DANGJIAN_DATABASE_URL": pg_url, "DANGJIAN_CHROMA_URL": chroma_url,
         "DANGJIAN_CORPUS_DIR": str(corpus),
         "DANGJIAN_WECOM_CORP_ID": fake.corp_id, "DANGJIAN_WECOM_AGENT_ID": str(fake.agent_id),
         "DANGJIAN_WECOM_SECRET": fake.secret, "DANGJIAN_WECOM_TOKEN": fake.callbacks.token,
         "DANGJIAN_WECOM_AES_KEY": fake.callbacks.aes_key, "DANGJIAN_WECOM_API_BASE": fake.base_url,
-        "DANGJIAN_HTTP_HOST": "127.0.0.1", "DANGJIAN_REMINDER_OFFSETS": f"{early}s,{late}s",
-        "DANGJIAN_REMINDER_POLL_SECONDS": "2",
+        "DANGJIAN_HTTP_HOST": "127.0.0.1", "DANGJIAN_REMINDER_POLL_SECONDS": "2",
     }
     data = {name: tmp_path / f"data-{name}" for name in ("ingest", "a", "b")}
     for folder in data.values():
@@ -56,6 +51,12 @@ def test_two_replicas_share_index_state_and_reminders(servers, tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
 
+    # Reminder times are chosen once the index exists, so a slow ingest cannot eat the lead time.
+    now = datetime.now(TZ)
+    first = (now + timedelta(seconds=150)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    early = int((first - now).total_seconds()) - 50  # due ~50 s from now, while A is down
+    late = early - 30  # due ~80 s from now, when both replicas run again
+    common["DANGJIAN_REMINDER_OFFSETS"] = f"{early}s,{late}s"
     ports = {"a": free_port(), "b": free_port()}
     bots = {
         name: BotProcess("wecom", {**common, "DANGJIAN_DATA_DIR": str(data[name]), "DANGJIAN_HTTP_PORT": str(ports[name])},

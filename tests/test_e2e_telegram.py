@@ -36,7 +36,7 @@ def _ask(tg: FakeTelegram, text: str, chat=USER, user=USER, timeout=30, **kw):
 def test_members_secretaries_and_restarts(tg, data_copy, tmp_path):
     now = datetime.now(TZ)
     meeting_at = (now + timedelta(seconds=150)).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    offset = int((meeting_at - now).total_seconds()) - 35  # the reminder falls due ~35 s from now
+    offset = int((meeting_at - now).total_seconds()) - 45  # the reminder falls due ~45 s from now
     bot = BotProcess("telegram", _env(tg, data_copy, REPO / "corpus", DANGJIAN_REMINDER_OFFSETS=f"{offset}s"),
                      tmp_path / "bot.log").start()
     try:
