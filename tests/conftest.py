@@ -67,3 +67,13 @@ def tg():
     fake.start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A fresh SQLite database with the core tables (features import theirs before use)."""
+    from bot.store.db import Database
+
+    database = Database(f"sqlite:///{tmp_path}/t.db")
+    database.create_schema()
+    return database

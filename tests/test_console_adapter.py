@@ -60,13 +60,6 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path, rate_limit_per_minute=1000)
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path}/t.db")
-    database.create_schema()
-    return database
-
-
 async def chat(settings: Settings, db: Database, script: str, feature: StepFeature | None = None) -> tuple[str, StubQA]:
     qa = StubQA()
     core = Core(qa, features=[feature or StepFeature()])

@@ -8,7 +8,6 @@ import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -106,13 +105,6 @@ def fake_server() -> Iterator[FakeDingTalk]:
 def fake(fake_server: FakeDingTalk) -> FakeDingTalk:
     fake_server.reset()
     return fake_server
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path}/t.db")
-    database.create_schema()
-    return database
 
 
 @pytest.fixture

@@ -81,13 +81,6 @@ def fake() -> Iterator[FakeWeCom]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path}/t.db")
-    database.create_schema()
-    return database
-
-
-@pytest.fixture
 def qa() -> StubQA:
     return StubQA()
 
