@@ -12,7 +12,6 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bot.admin import AdminFeature
 from bot.core.engine import Core
@@ -24,7 +23,6 @@ from retrieval.service import RetrievalService
 
 log = logging.getLogger(__name__)
 
-PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 ADAPTERS = {
     "telegram": "bot.adapters.telegram",
     "console": "bot.adapters.console",
@@ -58,8 +56,8 @@ def build_services(settings: Settings) -> BotServices:
     with_backoff(retrieval.warm_up, "Chroma" if settings.chroma_url else "index")
 
     outbound = OutboundRegistry()
-    rules = MeetingRules.load(PROMPTS / "meeting_rules.yaml", retrieval.lookup)
-    checklists = ChecklistFeature(db, load_checklists(PROMPTS / "checklists", retrieval.lookup))
+    rules = MeetingRules.load(settings.prompts_dir / "meeting_rules.yaml", retrieval.lookup)
+    checklists = ChecklistFeature(db, load_checklists(settings.prompts_dir / "checklists", retrieval.lookup))
     meetings = MeetingsFeature(db, settings, rules)
 
     def after_switch() -> list[str]:
@@ -68,7 +66,7 @@ def build_services(settings: Settings) -> BotServices:
         rules.reload(retrieval.lookup)
         problems.extend(rules.unresolved)
         try:
-            checklists.replace_checklists(load_checklists(PROMPTS / "checklists", retrieval.lookup))
+            checklists.replace_checklists(load_checklists(settings.prompts_dir / "checklists", retrieval.lookup))
         except Exception as exc:  # ChecklistError lists every unresolved step
             problems.append(str(exc))
         return problems

@@ -51,6 +51,9 @@ def _service(settings):
     except DatabaseUnavailable as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(3) from exc
+    except ValueError as exc:  # e.g. the LLM prompt templates are missing
+        err.print(f"[red]配置错误：{exc}[/red]")
+        raise typer.Exit(2) from exc
 
 
 @app.command()

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     # Storage
     data_dir: Path = Path("./data")
     corpus_dir: Path = Path("./corpus")
+    prompts_dir: Path = Path("./prompts")  # LLM prompts, checklists, meeting rules
     database_url: str | None = Field(default=None, repr=False)  # default: sqlite in data_dir
     chroma_url: str | None = None  # default: embedded PersistentClient in data_dir
 
@@ -112,3 +113,17 @@ class Settings(BaseSettings):
     @property
     def llm_enabled(self) -> bool:
         return bool(self.llm_base_url and self.llm_model)
+
+    def retrieval_config(self):
+        """The retrieval package's own configuration, built from these settings."""
+        from pydantic import SecretStr
+
+        from retrieval.config import LLMConfig, RetrievalConfig
+
+        llm = (LLMConfig(base_url=self.llm_base_url, model=self.llm_model, timeout=self.llm_timeout,
+                         api_key=SecretStr(self.llm_api_key or ""))
+               if self.llm_enabled else None)
+        return RetrievalConfig(
+            index_dir=self.index_dir, corpus_dir=self.corpus_dir, chroma_url=self.chroma_url,
+            prompts_dir=self.prompts_dir, top_k=self.top_k, max_question_chars=self.max_question_chars, llm=llm,
+        )

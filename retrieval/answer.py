@@ -92,9 +92,12 @@ def extractive_answer(question: str, hits: list[Hit], evidence: Evidence,
     if not hits or should_refuse(evidence, thresholds or RefusalThresholds()):
         return Answer(question=question, answer=REFUSAL, refused=True)
     top = hits[0].article
-    quote = "".join(best_sentences(question, top))
+    citations = [cite(question, h) for h in hits]
+    quote = citations[0].quote
     answer = f"根据{top.citation}：{quote}"
-    return Answer(
-        question=question, answer=answer, refused=False, quote=quote,
-        citations=[Citation.from_hit(h) for h in hits],
-    )
+    return Answer(question=question, answer=answer, refused=False, quote=quote, citations=citations)
+
+
+def cite(question: str, hit: Hit) -> Citation:
+    """The citation of a hit with the sentences that answer ``question`` quoted."""
+    return Citation.from_hit(hit, quote="".join(best_sentences(question, hit.article)))

@@ -24,21 +24,20 @@ returns the extractive answer unchanged and logs a warning (never the API key).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import TypeVar
 
+import httpx
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
 
-from bot.settings import Settings
-from retrieval.models import Answer, Citation, Hit
+from retrieval.config import LLMConfig
+from retrieval.answer import cite
+from retrieval.models import Answer, Hit
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +49,6 @@ MAX_PASSAGE_CHARS = 2000
 ECHO_WINDOW = 20
 #: Placeholder key for local servers that need none (the client refuses an empty key).
 PLACEHOLDER_KEY = "EMPTY"
-#: Default prompt folder: <repo>/prompts.
-DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 SYSTEM_FILE = "llm_system.txt"
 USER_FILE = "llm_user.txt"
@@ -66,7 +63,6 @@ _PLACEHOLDER_RE = re.compile(r"\{(passages|question)\}")
 _WS_RE = re.compile(r"\s+")
 _TERMINATORS = "。！？!?”’」』）)"
 
-T = TypeVar("T")
 
 
 class Prompts(BaseModel):
@@ -76,12 +72,13 @@ class Prompts(BaseModel):
     user: str
 
     @classmethod
-    def load(cls, prompts_dir: Path | None = None) -> Prompts:
-        """Read ``llm_system.txt`` and ``llm_user.txt`` from ``prompts_dir`` (default: repo prompts/)."""
-        folder = prompts_dir or DEFAULT_PROMPTS_DIR
+    def load(cls, prompts_dir: Path) -> Prompts:
+        """Read ``llm_system.txt`` and ``llm_user.txt`` from ``prompts_dir`` (ValueError if missing)."""
+        if not (prompts_dir / SYSTEM_FILE).is_file() or not (prompts_dir / USER_FILE).is_file():
+            raise ValueError(f"找不到 LLM 提示词模板 {prompts_dir / SYSTEM_FILE}（请检查 DANGJIAN_PROMPTS_DIR）")
         return cls(
-            system=(folder / SYSTEM_FILE).read_text(encoding="utf-8").strip(),
-            user=(folder / USER_FILE).read_text(encoding="utf-8").strip(),
+            system=(prompts_dir / SYSTEM_FILE).read_text(encoding="utf-8").strip(),
+            user=(prompts_dir / USER_FILE).read_text(encoding="utf-8").strip(),
         )
 
 
@@ -106,13 +103,12 @@ def format_passage(n: int, hit: Hit) -> str:
     return f"[{n}] {a.citation} {text}"
 
 
-def build_messages(question: str, hits: list[Hit], *, prompts: Prompts | None = None) -> list[BaseMessage]:
+def build_messages(question: str, hits: list[Hit], *, prompts: Prompts) -> list[BaseMessage]:
     """System prompt plus one user message listing the numbered passages ([1] = best) and the question.
 
     Each passage is one line, so text inside a document or the question cannot start a fake
-    ``[n]`` passage line. ``prompts`` defaults to the templates in the repository's prompts/.
+    ``[n]`` passage line.
     """
-    prompts = prompts or Prompts.load()
     passages = "\n".join(format_passage(i, h) for i, h in enumerate(passages_for(hits), start=1))
     values = {"passages": passages, "question": _one_line(question)}
     # One pass, so a "{question}" inside a passage is never substituted.
@@ -228,42 +224,47 @@ def best_quote(article_text: str, answer: str) -> str:
 
 
 # Calling the model -------------------------------------------------------------------------
-def _with_deadline(fn: Callable[[], T], seconds: float) -> T:
-    """Run ``fn`` in a daemon thread; raise TimeoutError if it has not finished in ``seconds``."""
-    future: Future[T] = Future()
+class _LoopThread:
+    """One event loop in one daemon thread, for the lifetime of the answerer.
 
-    def run() -> None:
-        try:
-            future.set_result(fn())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            future.set_exception(exc)
+    Calls are coroutines bounded by ``asyncio.wait_for``: at the deadline the HTTP request is
+    cancelled (the connection closed), so a hanging or trickling server leaves nothing running.
+    """
 
-    threading.Thread(target=run, name="llm-answer", daemon=True).start()
-    try:
-        return future.result(timeout=seconds)
-    except FutureTimeout as exc:
-        raise TimeoutError(f"no LLM answer within {seconds:g}s") from exc
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="llm-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro, seconds: float):
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, seconds), self._loop)
+        # wait_for cancels the call at the deadline; the margin only covers the cancellation.
+        return future.result(timeout=seconds + 5)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
 
 
 class LLMAnswerer:
     """Rewrites an accepted question's answer with an OpenAI-compatible chat model, keeping citations.
 
-    Construct only when ``settings.llm_enabled``. Uses the chat-completions endpoint
-    (``{llm_base_url}/chat/completions``), temperature 0, no retries, and bounds the whole wait by
-    ``settings.llm_timeout`` seconds.
+    Uses the chat-completions endpoint (``{base_url}/chat/completions``), temperature 0, no
+    retries, and bounds the whole wait by ``config.timeout`` seconds.
     """
 
-    def __init__(self, settings: Settings, prompts_dir: Path) -> None:
+    def __init__(self, config: LLMConfig, prompts_dir: Path) -> None:
         """Load the prompt templates from ``prompts_dir`` and build the chat client."""
-        if not settings.llm_enabled:
-            raise ValueError("LLM mode needs llm_base_url and llm_model")
-        self._timeout = float(settings.llm_timeout)
-        self._secret = SecretStr(settings.llm_api_key or "")  # masked in any repr
+        self._timeout = float(config.timeout)
+        self._secret = config.api_key  # SecretStr: masked in any repr
         self._prompts = Prompts.load(prompts_dir)
+        self._loop = _LoopThread()
         self._chat = ChatOpenAI(
-            base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key or PLACEHOLDER_KEY,
-            model=settings.llm_model,
+            base_url=config.base_url,
+            api_key=config.api_key.get_secret_value() or PLACEHOLDER_KEY,
+            model=config.model,
+            # A client of our own: LangChain's shared default would be bound to another loop.
+            http_async_client=httpx.AsyncClient(timeout=self._timeout),
             temperature=0,
             timeout=self._timeout,
             max_retries=0,
@@ -282,7 +283,7 @@ class LLMAnswerer:
             return extractive
         try:
             messages = build_messages(question, hits, prompts=self._prompts)
-            reply = _with_deadline(lambda: self._chat.invoke(messages), self._timeout)
+            reply = self._loop.run(self._chat.ainvoke(messages), self._timeout)
             text = str(reply.text).strip()
         except Exception as exc:  # noqa: BLE001 - any failure falls back
             self._warn("LLM call failed (%s: %s); using the extractive answer",
@@ -299,7 +300,7 @@ class LLMAnswerer:
             self._warn("LLM answer has no valid citation; using the extractive answer")
             return extractive
         answer_text, used = checked
-        citations = [Citation.from_hit(h) for h in used]
+        citations = [cite(question, h) for h in used]
         first = citations[0]
         if extractive.citations and extractive.quote and extractive.citations[0].citation == first.citation:
             quote = extractive.quote
@@ -309,6 +310,10 @@ class LLMAnswerer:
             question=extractive.question or question, answer=answer_text, refused=False,
             citations=citations, quote=quote, mode="llm",
         )
+
+    def close(self) -> None:
+        """Stop the answerer's event-loop thread."""
+        self._loop.close()
 
     def _warn(self, message: str, *args: object) -> None:
         """Log a warning with the API key masked in (and length-capped) every argument."""

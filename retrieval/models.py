@@ -57,13 +57,15 @@ class Citation(BaseModel):
     source: str
     text: str
     score: float
+    #: The sentences of ``text`` that answer the question (shown in chat; not part of `batch`).
+    quote: str = Field(default="", exclude=True)
 
     @classmethod
-    def from_hit(cls, hit: Hit) -> Citation:
+    def from_hit(cls, hit: Hit, quote: str = "") -> Citation:
         a = hit.article
         return cls(
             citation=a.citation, doc_title=a.doc_title, label=a.label, source=a.source,
-            text=a.text, score=round(hit.score, 4),
+            text=a.text, score=round(hit.score, 4), quote=quote,
         )
 
 

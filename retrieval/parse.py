@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-_CN_UNITS = {"十": 10, "百": 100, "千": 1000}
-_CN = "零〇一二两三四五六七八九十百千"
+from retrieval.numerals import CN_NUMERAL_CHARS as _CN
+from retrieval.numerals import cn_to_int, int_to_cn
+
+__all__ = ["Unit", "cn_to_int", "int_to_cn", "parse_document"]
 
 _PART = re.compile(rf"^第([{_CN}]+)编\s*(.*)$")
 _CHAPTER = re.compile(rf"^第([{_CN}]+)章\s*(.*)$")
@@ -33,37 +34,6 @@ _SENTENCE_END = "。！？；：”」…"
 
 _LEVEL_CHAR = {"part": "编", "chapter": "章", "section": "节"}
 MAX_ARTICLE_JUMP = 3  # tolerate a few missing articles in a scraped copy
-
-
-def cn_to_int(text: str) -> int:
-    """Chinese numeral (一 … 九千九百九十九) to int; raises ValueError if it is not one."""
-    if not text or any(ch not in _CN_DIGITS and ch not in _CN_UNITS for ch in text):
-        raise ValueError(text)
-    total, current = 0, 0
-    for ch in text:
-        if ch in _CN_DIGITS:
-            current = _CN_DIGITS[ch]
-        else:
-            unit = _CN_UNITS[ch]
-            total += (current or 1) * unit
-            current = 0
-    return total + current
-
-
-def int_to_cn(n: int) -> str:
-    """1 → 一, 10 → 十, 21 → 二十一, 105 → 一百零五."""
-    digits = "零一二三四五六七八九"
-    if n < 10:
-        return digits[n]
-    if n < 20:
-        return "十" + (digits[n - 10] if n > 10 else "")
-    if n < 100:
-        return digits[n // 10] + "十" + (digits[n % 10] if n % 10 else "")
-    rest = n % 100
-    head = digits[n // 100] + "百"
-    if rest == 0:
-        return head
-    return head + ("零" + digits[rest] if rest < 10 else int_to_cn(rest) if rest >= 20 else "一" + int_to_cn(rest))
 
 
 @dataclass

@@ -11,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from bot.settings import Settings
 from retrieval.answer import REFUSAL, RefusalThresholds, extractive_answer
+from retrieval.config import RetrievalConfig
 from retrieval.embed import E5Embeddings
 from retrieval.index import IndexBuilder, IngestReport, Progress
 from retrieval.models import Answer, Article
@@ -27,21 +27,21 @@ class NoIndex(RuntimeError):
 
 
 class RetrievalService:
-    def __init__(self, settings: Settings, pointer: PointerStore | None = None,
+    def __init__(self, config: RetrievalConfig, pointer: PointerStore | None = None,
                  embeddings: E5Embeddings | None = None) -> None:
-        self.settings = settings
-        self.location = ChromaLocation(settings.index_dir, settings.chroma_url)
-        self.pointer = pointer or FilePointerStore(settings.index_dir)
+        self.config = config
+        self.location = ChromaLocation(config.index_dir, config.chroma_url)
+        self.pointer = pointer or FilePointerStore(config.index_dir)
         self.embeddings = embeddings or E5Embeddings()
         self.builder = IndexBuilder(self.location, self.pointer, self.embeddings)
         self.thresholds = RefusalThresholds()
         self._index: LoadedIndex | None = None
         self._swap_lock = threading.Lock()
         self._llm = None
-        if settings.llm_enabled:
+        if config.llm is not None:
             from retrieval.llm import LLMAnswerer
 
-            self._llm = LLMAnswerer(settings, Path(__file__).resolve().parent.parent / "prompts")
+            self._llm = LLMAnswerer(config.llm, config.prompts_dir)
 
     # ------------------------------------------------------------------ serving index
     @property
@@ -79,11 +79,11 @@ class RetrievalService:
     # ------------------------------------------------------------------ questions
     def ask(self, question: str) -> Answer:
         """Answer one question (never raises for bad input; raises NoIndex without an index)."""
-        question = (question or "")[: self.settings.max_question_chars]
+        question = (question or "")[: self.config.max_question_chars]
         if not question.strip():
             return Answer(question=question, answer=REFUSAL, refused=True)
         index = self.index
-        hits, evidence = index.search(question, k=self.settings.top_k)
+        hits, evidence = index.search(question, k=self.config.top_k)
         answer = extractive_answer(question, hits, evidence, self.thresholds)
         if self._llm is not None and not answer.refused:
             answer = self._llm.answer(question, hits, answer)
@@ -92,7 +92,7 @@ class RetrievalService:
     # ------------------------------------------------------------------ ingest
     def ingest(self, paths: list[Path] | None = None, progress: Progress | None = None) -> IngestReport:
         """Build a new version from the paths (default: the corpus folder) and serve it."""
-        report = self.builder.build(paths or [self.settings.corpus_dir], progress)
+        report = self.builder.build(paths or [self.config.corpus_dir], progress)
         self.reload()
         return report
 
@@ -107,6 +107,11 @@ class RetrievalService:
         self.pointer.write(previous, pointer["current"])
         self.reload()
         return previous
+
+    def close(self) -> None:
+        """Release what the service holds beyond memory (the LLM client's thread)."""
+        if self._llm is not None:
+            self._llm.close()
 
     def warm_up(self) -> None:
         """Load the index and run one question so the first user does not wait."""

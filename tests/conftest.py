@@ -38,7 +38,7 @@ def built_data_dir(tmp_path_factory, embeddings) -> Path:
 
     data = tmp_path_factory.mktemp("data")
     settings = Settings(data_dir=data, corpus_dir=CORPUS)
-    RetrievalService(settings, embeddings=embeddings).ingest([CORPUS])
+    RetrievalService(settings.retrieval_config(), embeddings=embeddings).ingest([CORPUS])
     return data
 
 
@@ -55,7 +55,7 @@ def service(built_data_dir, embeddings):
     from bot.settings import Settings
     from retrieval.service import RetrievalService
 
-    return RetrievalService(Settings(data_dir=built_data_dir, corpus_dir=CORPUS), embeddings=embeddings)
+    return RetrievalService(Settings(data_dir=built_data_dir, corpus_dir=CORPUS).retrieval_config(), embeddings=embeddings)
 
 
 @pytest.fixture

@@ -92,7 +92,7 @@ class Bot:
 async def bot(data_copy: Path, tmp_path: Path, embeddings) -> Bot:
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)
-    service = RetrievalService(Settings(data_dir=data_copy, corpus_dir=corpus), embeddings=embeddings)
+    service = RetrievalService(Settings(data_dir=data_copy, corpus_dir=corpus).retrieval_config(), embeddings=embeddings)
     db = Database(f"sqlite:///{tmp_path / 'state.db'}")
     db.create_schema()
     outbound = RecordingOutbound()

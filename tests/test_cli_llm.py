@@ -47,6 +47,7 @@ def ask(question: str, data_dir: Path, fake: FakeOpenAI, cwd: Path) -> tuple[sub
            if not k.startswith("DANGJIAN_") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
     env.update({
         "DANGJIAN_DATA_DIR": str(data_dir),
+        "DANGJIAN_PROMPTS_DIR": str(Path(__file__).resolve().parent.parent / "prompts"),
         "DANGJIAN_LLM_BASE_URL": fake.base_url,
         "DANGJIAN_LLM_API_KEY": KEY,
         "DANGJIAN_LLM_MODEL": "fake-model",

@@ -12,7 +12,9 @@ from typing import Any
 import openai
 import pytest
 
-from bot.settings import Settings
+from pydantic import SecretStr
+
+from retrieval.config import LLMConfig
 from retrieval.llm import (
     LLMAnswerer,
     Prompts,
@@ -91,8 +93,8 @@ def fake(server: FakeOpenAI) -> FakeOpenAI:
     return server
 
 
-def make_settings(base_url: str, *, key: str | None = KEY, timeout: float = 2, model: str = "fake-model") -> Settings:
-    return Settings(llm_base_url=base_url, llm_api_key=key, llm_model=model, llm_timeout=timeout)
+def make_settings(base_url: str, *, key: str | None = KEY, timeout: float = 2, model: str = "fake-model") -> LLMConfig:
+    return LLMConfig(base_url=base_url, api_key=SecretStr(key or ""), model=model, timeout=timeout)
 
 
 @pytest.fixture()
@@ -117,7 +119,8 @@ def test_good_answer_keeps_wording_and_cites_passage_one(
     assert result.refused is False
     assert result.answer == reply  # model wording kept; label present so nothing appended
     assert [c.citation for c in result.citations] == [f"《{TITLE}》第十八条"]
-    assert result.citations[0] == Citation.from_hit(hits[0])
+    assert result.citations[0].model_dump() == Citation.from_hit(hits[0]).model_dump()
+    assert "每月召开1次" in result.citations[0].quote
     assert result.quote == extractive.quote
 
     (req,) = fake.requests
@@ -381,7 +384,7 @@ def test_api_key_never_logged(
 
 # Pure functions ----------------------------------------------------------------------------
 def test_build_messages_shape(hits: list[Hit]) -> None:
-    messages = build_messages("  党组会议\n多久召开一次？ ", hits)
+    messages = build_messages("  党组会议\n多久召开一次？ ", hits, prompts=Prompts.load(PROMPTS_DIR))
     assert [m.type for m in messages] == ["system", "human"]
     user = messages[1].content
     assert f"[1] 《{TITLE}》第十八条 党组议事决策一般采用党组会议形式。党组会议一般每月召开1次" in user
@@ -391,7 +394,7 @@ def test_build_messages_shape(hits: list[Hit]) -> None:
 
 def test_build_messages_does_not_substitute_inside_passages(hits: list[Hit]) -> None:
     tricky = make_hit("第一条", "本条含有{question}字样。", 1, 0.9)
-    user = build_messages("真正的问题？", [tricky])[1].content
+    user = build_messages("真正的问题？", [tricky], prompts=Prompts.load(PROMPTS_DIR))[1].content
     assert "本条含有{question}字样。" in user
 
 
@@ -443,3 +446,20 @@ def test_fake_server_streams_sse(fake: FakeOpenAI) -> None:
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "党组会议一般每月召开1次。"
     assert fake.requests[-1].body["stream"] is True
+
+
+def test_timed_out_calls_leave_no_thread_running(
+    fake: FakeOpenAI, hits: list[Hit], extractive: Answer,
+) -> None:
+    """A call cut at the deadline is cancelled, not left waiting in a thread of its own."""
+    import threading
+
+    answerer = LLMAnswerer(make_settings(fake.base_url, timeout=0.5), PROMPTS_DIR)
+    fake.set_reply("党组会议一般每月召开1次（第十八条）[1]。")
+    fake.set_mode("hang", hang_seconds=30)
+    before = threading.active_count()
+    for _ in range(3):
+        assert answerer.answer(QUESTION, hits, extractive) is extractive
+    # At most the loop's resolver thread is new; a thread per call would still hang for 30 s each.
+    assert threading.active_count() <= before + 1
+    answerer.close()

@@ -194,8 +194,8 @@ def test_dockerfile_installs_the_checkout_the_app_reads():
     copied = re.findall(r"^COPY (?:--chown=\S+ )?(\S+)", dockerfile, re.M)
     for source in copied:
         assert (REPO / source).exists(), source
-    # bot/app.py reads prompts/ beside the package: the editable install keeps that layout at /app.
-    assert app.PROMPTS == REPO / "prompts"
+    # prompts/ and corpus/ are read from the working directory (DANGJIAN_PROMPTS_DIR, _CORPUS_DIR).
+    assert re.search(r"^WORKDIR /app\b", dockerfile, re.M)
     assert {"bot/", "retrieval/", "prompts/", "corpus/", "pyproject.toml"} <= set(copied)
     assert "pip install --no-deps -e /app" in dockerfile
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.M)

@@ -1,7 +1,6 @@
 """Render an :class:`Answer` as chat text: the answer, then one block per citation."""
 from __future__ import annotations
 
-from retrieval.answer import best_sentences_of
 from retrieval.models import Answer
 
 MAX_QUOTE_CHARS = 300
@@ -19,8 +18,7 @@ def format_answer(answer: Answer, max_citations: int = 3) -> str:
              if i == 0 or answer.mode == "llm" or c.score >= MIN_RELATIVE_SCORE * top_score]
     blocks = [answer.answer.strip(), "依据："]
     for i, c in enumerate(shown, start=1):
-        body = c.text[len(c.label):].lstrip() if c.text.startswith(c.label) else c.text
-        quote = "".join(best_sentences_of(answer.question, body)) if answer.question else body
+        quote = c.quote or (c.text[len(c.label):].lstrip() if c.text.startswith(c.label) else c.text)
         if len(quote) > MAX_QUOTE_CHARS:
             quote = quote[:MAX_QUOTE_CHARS] + "……"
         marker = f"[{i}] " if answer.mode == "llm" else ""

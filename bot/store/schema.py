@@ -34,8 +34,8 @@ def make_retrieval(settings: Settings, db: Database | None = None):
     if settings.chroma_url:
         from bot.store.index_pointer import DatabasePointerStore
 
-        return RetrievalService(settings, pointer=DatabasePointerStore(db or open_database(settings)))
-    return RetrievalService(settings)
+        return RetrievalService(settings.retrieval_config(), pointer=DatabasePointerStore(db or open_database(settings)))
+    return RetrievalService(settings.retrieval_config())
 
 
 def with_backoff(action: Callable[[], T], what: str, attempts: int = 6, first_delay: float = 1.0) -> T:
