@@ -1,33 +1,33 @@
 """Extractive answers: the sentences of the best article that answer the question, quoted and
-cited from metadata; or a refusal when the evidence is weak."""
+cited from metadata; or a refusal when the evidence is weak, the named document is not indexed,
+or the named article does not exist."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from retrieval.evidence import QueryTerms, blank_fit, body_of, split_sentences, terms_of
 from retrieval.models import Answer, Article, Citation, Hit
-from retrieval.normalize import normalize_question
-from retrieval.search import Evidence
-from retrieval.tokenize import bigrams, tokens
+from retrieval.query import ANSWER_PATTERNS, QueryAnalysis, analyze, compact
+from retrieval.search import SearchInfo
+from retrieval.tokenize import bigrams
 
 REFUSAL = (
     "文件中没有找到与您的问题相关的规定，无法作答。"
     "我只依据已收录的党内法规和文件回答党建工作程序方面的问题。"
 )
-_SENTENCE = re.compile(r"[^。！？；\n]+[。！？；]?")
-# Questions that ask for a number, a frequency, a deadline or a share.
-_ASKS_QUANTITY = re.compile(r"多久|多长|多少|几|频率|比例|期限|时限|什么时候|何时|每[年月季周]|至少|最多|最长|上限|下限")
-# Numbers, frequencies and quantities: a sentence carrying one is likelier to hold the rule.
-_QUANTITY = re.compile(r"[0-9一二两三四五六七八九十百半]+(次|天|日|个月|月|年|人|名|学时|小时|周|届|%)|每[年月季周半]|半数|三分之二|不少于|不超过|以上|以内")
+NO_WORDS = "请用文字描述您的问题，例如：党组会议一般多久召开一次？"
+WHOLE_ARTICLE_CHARS = 120  # articles this short are quoted whole
+NAMED_ARTICLE_CHARS = 400  # an article asked for by number is quoted whole up to this length
+LONG_PHRASE = 10  # a run of this many question characters found verbatim: never refuse
 
 
 @dataclass
 class RefusalThresholds:
-    """Calibrated with `make bench` on the project's own in-scope and out-of-scope questions.
+    """Calibrated with `make bench` on the tuning half of the project's own questions.
 
     e5 similarities are compressed (unrelated Chinese text still scores ~0.8), so the vector
-    signal is combined with term evidence: how much of the question the best article covers,
-    and how much of the question's vocabulary the corpus knows at all.
+    signal is combined with term evidence: how much of the question the best sentence and the
+    best article cover, and how much of the question's vocabulary the corpus knows at all.
     """
 
     min_dense: float = 0.865  # below: not about these documents at all
@@ -37,67 +37,130 @@ class RefusalThresholds:
     min_known_terms: float = 0.4  # …this share of the question's terms
 
 
-def should_refuse(evidence: Evidence, t: RefusalThresholds) -> bool:
-    if evidence.dense < t.min_dense:
+def should_refuse(info: SearchInfo, t: RefusalThresholds) -> bool:
+    ev = info.evidence
+    if ev is None:
         return True
-    if evidence.dense < t.weak_dense and evidence.coverage < t.min_coverage:
+    if info.named_article is not None:
+        return False  # the question names an indexed article
+    analysis = info.analysis
+    if analysis.quoted and ev.quoted >= 1.0 and max(map(len, analysis.quoted)) >= 4:
+        return False  # a quoted phrase found verbatim
+    if ev.phrase >= LONG_PHRASE:
+        return False  # a long stretch of the question is in the documents
+    if info.dense < t.min_dense:
         return True
-    return evidence.known_terms < t.min_known_terms and evidence.dense < t.known_dense
+    if info.dense < t.weak_dense and ev.article_cover < t.min_coverage:
+        return True
+    return info.known_terms < t.min_known_terms and info.dense < t.known_dense
 
 
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+# --------------------------------------------------------------------------- quoting
+#: What a quote is chosen for: the question text, its analysis, or its weighted terms.
+Question = str | QueryAnalysis | QueryTerms
 
 
-def best_sentences(question: str, article: Article, limit: int = 2) -> list[str]:
-    """The sentences of the article that share the most question terms, in text order."""
-    return best_sentences_of(question, _strip_label(article.text, article.label), limit)
+def question_terms(question: Question) -> QueryTerms:
+    """Weighted terms of a question; without the index's idf, longer words weigh more."""
+    if isinstance(question, QueryTerms):
+        return question
+    analysis = question if isinstance(question, QueryAnalysis) else analyze(question, [])
+    return QueryTerms.build(analysis, lambda term: float(len(term.lstrip("~"))))
 
 
-def best_sentences_of(question: str, text: str, limit: int = 2) -> list[str]:
-    """The sentences of ``text`` that share the most question terms, in text order.
+def best_sentences(question: Question, article: Article, limit: int = 2) -> list[str]:
+    """The sentences of the article that answer the question, in text order."""
+    return best_sentences_of(question, body_of(article), limit)
 
-    Words count by length, shared character bigrams catch paraphrases (来不了 / 不能参加), and a
-    sentence stating a number or frequency gets a bonus when the question asks for one.
+
+def best_sentences_of(question: Question, text: str, limit: int = 2) -> list[str]:
+    """The sentences of ``text`` that answer the question, in text order.
+
+    A sentence scores by the weighted share of the question's terms it holds, shared character
+    bigrams (paraphrases), a quoted phrase, and whether it carries the kind of answer the
+    question asks for (a number of times, a deadline, who…); in a quiz, the sentence around
+    the blank is the answer.
     """
-    q = normalize_question(question)
-    q_terms, q_bigrams = set(tokens(q)), set(bigrams(q))
-    wants_quantity = bool(_ASKS_QUANTITY.search(q))
+    q = question_terms(question)
+    analysis = q.analysis
     sentences = split_sentences(text)
     if not sentences:
         return [text]
+    compacts = [compact(s) for s in sentences]
+    if analysis.blank:  # a quiz: the sentence around the blank is the answer
+        around = [blank_fit(analysis.blank, c) for c in compacts]
+        if max(around) >= 0.5:
+            return [sentences[around.index(max(around))]]
+    kinds = [k for k in analysis.asks if k in ANSWER_PATTERNS and k not in ("procedure", "definition")]
     scored = []
-    for i, s in enumerate(sentences):
-        overlap = sum(len(t) for t in q_terms & set(tokens(s))) + 0.7 * len(q_bigrams & set(bigrams(s)))
-        bonus = 1.5 if wants_quantity and _QUANTITY.search(s) else 0.0
-        scored.append((overlap + bonus - 0.01 * i, i))
+    for i, (s, c) in enumerate(zip(sentences, compacts)):
+        cover = sum(w for t, w in q.terms.items() if t in terms_of(s)) / q.total
+        grams = len(q.grams & set(bigrams(c))) / len(q.grams) if q.grams else 0.0
+        bonus = 0.0
+        if kinds and any(ANSWER_PATTERNS[k].search(c) for k in kinds):
+            bonus += 0.3
+        if analysis.quoted and any(p in c for p in analysis.quoted):
+            bonus += 1.0
+        scored.append((cover + 0.5 * grams + bonus - 0.001 * i, i))
     scored.sort(reverse=True)
     best_score = scored[0][0]
     chosen = [scored[0][1]]
     for score, i in scored[1:limit]:
-        if score >= max(2.0, best_score * 0.6):
+        if score >= max(0.2, best_score * 0.6):
             chosen.append(i)
     return [sentences[i] for i in sorted(chosen)]
 
 
-def _strip_label(text: str, label: str) -> str:
-    if text.startswith(label):
-        text = text[len(label):].lstrip()
-    return text
+def quote_for(question: Question, article: Article) -> str:
+    """What is quoted from an article: all of a short one, else its answering sentences."""
+    body = body_of(article)
+    if len(body) <= WHOLE_ARTICLE_CHARS:
+        return body.replace("\n", "")
+    return "".join(best_sentences(question, article))
 
 
-def extractive_answer(question: str, hits: list[Hit], evidence: Evidence,
-                      thresholds: RefusalThresholds | None = None) -> Answer:
-    """Build the answer from the best hit, or refuse when the evidence is weak."""
-    if not hits or should_refuse(evidence, thresholds or RefusalThresholds()):
+def cite(question: Question, hit: Hit) -> Citation:
+    """The citation of a hit with the sentences that answer ``question`` quoted."""
+    return Citation.from_hit(hit, quote=quote_for(question, hit.article))
+
+
+# --------------------------------------------------------------------------- answers
+def extractive_answer(question: str, hits: list[Hit], info: SearchInfo,
+                      thresholds: RefusalThresholds | None = None, *,
+                      last_article: Article | None = None, doc_titles: dict[str, str] | None = None) -> Answer:
+    """Build the answer from the best hit, or refuse (weak evidence, an unindexed document, an
+    article number the named document does not have)."""
+    analysis = info.analysis
+    if analysis.unknown_docs and not analysis.named_docs:
+        return _unknown_document(question, analysis, hits, info, thresholds)
+    if analysis.article and analysis.named_docs and info.named_article is None:
+        title = (doc_titles or {}).get(analysis.named_docs[0], "该文件")
+        last = f"，最后一条是{last_article.label}" if last_article is not None else ""
+        text = f"《{title}》没有{analysis.article}{last}。请核对条号后再问。"
+        return Answer(question=question, answer=text, refused=True)
+    if not hits or should_refuse(info, thresholds or RefusalThresholds()):
         return Answer(question=question, answer=REFUSAL, refused=True)
+    if info.named_article is not None and hits[0].article.key != info.named_article.key:
+        hits = [Hit(article=info.named_article, score=hits[0].score), *[h for h in hits if h.article.key != info.named_article.key]]
     top = hits[0].article
-    citations = [cite(question, h) for h in hits]
+    terms = info.terms or analysis
+    citations = [cite(terms, h) for h in hits]
+    if info.named_article is not None and len(body_of(top)) <= NAMED_ARTICLE_CHARS:  # asked for by number
+        citations[0] = Citation.from_hit(hits[0], quote=body_of(top).replace("\n", ""))
     quote = citations[0].quote
     answer = f"根据{top.citation}：{quote}"
     return Answer(question=question, answer=answer, refused=False, quote=quote, citations=citations)
 
 
-def cite(question: str, hit: Hit) -> Citation:
-    """The citation of a hit with the sentences that answer ``question`` quoted."""
-    return Citation.from_hit(hit, quote="".join(best_sentences(question, hit.article)))
+def _unknown_document(question: str, analysis: QueryAnalysis, hits: list[Hit], info: SearchInfo,
+                      thresholds: RefusalThresholds | None) -> Answer:
+    """The question names a document that is not indexed: say so, and list related indexed
+    articles only as such (never as that document's answer)."""
+    names = "、".join(f"《{n}》" for n in analysis.unknown_docs)
+    text = f"已收录的文件中没有{names}，无法按该文件作答。"
+    if hits and not should_refuse(info, thresholds or RefusalThresholds()):
+        related = [cite(analysis, h) for h in hits[:2]]
+        lines = [f"{c.citation}：{c.quote}" for c in related]
+        text += "\n已收录文件中与此相关的规定如下（不是" + names + "的内容，仅供参考）：\n" + "\n".join(lines)
+        return Answer(question=question, answer=text, refused=True, citations=related)
+    return Answer(question=question, answer=text, refused=True)

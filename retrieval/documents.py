@@ -70,7 +70,7 @@ def parse_file(path: Path, meta_fields: dict | None = None) -> ParsedDocument:
     articles = [
         Article(
             doc_id=meta.doc_id, doc_title=meta.title, label=u.label, heading=u.heading, text=u.text,
-            source=meta.source, date=meta.date, status=meta.status, order=u.order,
+            source=meta.source, date=meta.date, status=meta.status, order=u.order, kind=meta.kind,
         )
         for u in units
     ]
@@ -123,7 +123,25 @@ def _meta_for(path: Path, fields: dict, header: dict[str, str], body: list[str])
         status=str(fields.get("status") or "current"),
         source=path.name,
         aliases=[str(a) for a in fields.get("aliases", [])],
+        kind=str(fields.get("kind") or guess_kind(base_title)),
     )
+
+
+KINDS = ("regulation", "opinion", "notice", "article", "news")
+_KIND_BY_TITLE = (  # checked in order; the title's last word decides
+    ("notice", re.compile(r"通知[^。]{0,20}$|征求意见|^.{0,40}：关于")),
+    ("news", re.compile(r"举行|召开了|报道|新闻|纪实|综述|侧记")),
+    ("opinion", re.compile(r"意见$|若干意见|实施意见|指导意见")),
+    ("regulation", re.compile(r"(条例|章程|细则|规定|办法|准则|规则|制度|党章)([（(][^）)]*[）)])?$")),
+)
+
+
+def guess_kind(title: str) -> str:
+    """The kind of a document from its title, for files without a ``kind`` in metadata.yaml."""
+    for kind, pattern in _KIND_BY_TITLE:
+        if pattern.search(title):
+            return kind
+    return "article"
 
 
 def _first_line(lines: list[str]) -> str:

@@ -229,7 +229,7 @@ class IndexBuilder:
                 {
                     "doc_id": d.meta.doc_id, "title": d.meta.title, "source": d.meta.source,
                     "date": d.meta.date, "status": d.meta.status, "issuer": d.meta.issuer, "edition": d.meta.edition,
-                    "aliases": d.meta.aliases, "hash": d.content_hash, "articles": len(d.articles),
+                    "aliases": d.meta.aliases, "kind": d.meta.kind, "hash": d.content_hash, "articles": len(d.articles),
                 }
                 for d in docs
             ],
@@ -269,5 +269,6 @@ def _metadata(a: Article, part: int) -> dict:
     return {
         "doc_id": a.doc_id, "doc_title": a.doc_title, "label": a.label, "heading": a.heading,
         "source": a.source, "date": a.date or "", "status": a.status, "edition": a.edition or "", "order": a.order, "part": part,
+        "kind": a.kind,
         "article_text": a.text,
     }

@@ -17,6 +17,7 @@ class DocumentMeta(BaseModel):
     edition: str | None = None  # "2022年版" when several editions of the document are indexed
     source: str  # file name relative to the corpus folder
     aliases: list[str] = Field(default_factory=list)
+    kind: str = "regulation"  # regulation | opinion | notice | article | news (see corpus/metadata.yaml)
 
 
 class Article(BaseModel):
@@ -32,6 +33,7 @@ class Article(BaseModel):
     status: str = "current"
     edition: str | None = None  # named in the citation when several editions are indexed
     order: int = 0  # position within the document
+    kind: str = "regulation"  # the document's kind (regulation, opinion, notice, article, news)
 
     @property
     def key(self) -> str:

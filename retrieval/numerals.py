@@ -12,6 +12,8 @@ def cn_to_int(text: str) -> int:
     """Chinese numeral (一 … 九千九百九十九) to int; raises ValueError if it is not one."""
     if not text or any(ch not in CN_DIGITS and ch not in CN_UNITS for ch in text):
         raise ValueError(text)
+    if len(text) > 1 and not any(ch in CN_UNITS for ch in text):
+        return int("".join(str(CN_DIGITS[ch]) for ch in text))  # 二〇一九 → 2019
     total, current = 0, 0
     for ch in text:
         if ch in CN_DIGITS:
@@ -48,3 +50,76 @@ def parse_int(text: str) -> int | None:
         return cn_to_int(text)
     except ValueError:
         return None
+
+
+# --------------------------------------------------------------------------- quantities
+import re  # noqa: E402
+
+#: Units and classifiers after which a number is a quantity (longest first).
+_UNITS = ("个工作日", "个月", "周岁", "工作日", "学时", "小时", "分钟", "年", "月", "日", "天", "周", "次", "人", "名",
+          "岁", "届", "项", "种", "个", "倍", "批", "轮", "级", "条", "章", "家", "所", "期")
+_NUM = rf"(?:\d+(?:\.\d+)?|[{CN_NUMERAL_CHARS}]+)"
+# 三分之二 / 百分之五十: fractions and percentages in words.
+_FRACTION = re.compile(rf"([{CN_NUMERAL_CHARS}\d]+)分之([{CN_NUMERAL_CHARS}\d]+)")
+# A number (digits or Chinese) followed by a unit, or a range 三至五人 / 3-5人; not an ordinal (第一次).
+_QUANTITY = re.compile(rf"(?<!第)({_NUM})(?:(至|到|-|—|～|~)({_NUM}))?([多余]?)({'|'.join(_UNITS)})")
+_BARE_UNIT = {"个", "种", "名", "项", "条", "章", "级", "所", "家", "期", "批", "轮"}
+# Words where a numeral and a unit-like character only look like a quantity.
+_NOT_QUANTITY = ("一个", "一些", "一次性", "一年一度", "一届一", "一月一", "一周一", "统一", "唯一", "之一", "一级")
+
+
+def _as_int(text: str) -> str | None:
+    value = parse_int(text)
+    if value is None:
+        try:
+            return str(float(text)).rstrip("0").rstrip(".")
+        except ValueError:
+            return None
+    return str(value)
+
+
+def normalize_quantities(text: str) -> str:
+    """Write numbers inside quantities as digits, for matching (never for display).
+
+    ``每季度召开一次`` → ``每季度召开1次``; ``三个月`` → ``3个月``; ``十八周岁`` → ``18周岁``;
+    ``三分之二`` → ``2/3``; ``百分之五十`` → ``50%``; ``三至五人`` → ``3至5人``. Ordinals (第一次),
+    and words such as 一般, 统一, 之一, 一个 stay as they are.
+    """
+    def fraction(m: re.Match[str]) -> str:
+        den, num = _as_int(m.group(1)), _as_int(m.group(2))
+        if den is None or num is None:
+            return m.group(0)
+        return f"{num}%" if den == "100" else f"{num}/{den}"
+
+    def quantity(m: re.Match[str]) -> str:
+        whole = m.group(0)
+        start = m.start()
+        if any(text[max(0, start - 1): start + len(w)].find(w) >= 0 for w in _NOT_QUANTITY if w[0] == whole[0]):
+            return whole
+        first, sep, second, about, unit = m.group(1), m.group(2), m.group(3), m.group(4), m.group(5)
+        if unit in _BARE_UNIT and first in ("一", "两") and not sep:
+            return whole  # 一个 / 一种 / 两项 are as often words as quantities; keep
+        a = _as_int(first)
+        b = _as_int(second) if second else None
+        if a is None or (second and b is None):
+            return whole
+        return f"{a}{sep}{b}{about}{unit}" if sep else f"{a}{about}{unit}"
+
+    text = _FRACTION.sub(fraction, text)
+    return _QUANTITY.sub(quantity, text)
+
+
+_QTERM = re.compile(r"(\d+(?:\.\d+)?(?:[至到\-—～~]\d+)?)(个工作日|工作日|个月|周岁|岁|学时|小时|分钟|[年月日天周次人名届项种个倍批轮级条章家所期])|(\d+/\d+|\d+%)")
+_UNIT_ALIASES = {"周岁": "岁", "工作日": "个工作日", "日": "天"}
+
+
+def quantity_terms(text: str) -> list[str]:
+    """Quantities of an already :func:`normalize_quantities`-ed text as search terms:
+    ``每季度召开1次，不少于3个月`` → ``["~1次", "~3个月"]``."""
+    out = []
+    for m in _QTERM.finditer(text):
+        if m.group(3):
+            out.append("~" + m.group(3))
+        else:
+            out.append("~" + m.group(1) + _UNIT_ALIASES.get(m.group(2), m.group(2)))
+    return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
@@ -16,9 +15,11 @@ import numpy as np
 from langchain_chroma import Chroma
 
 from retrieval.embed import E5Embeddings
+from retrieval.evidence import Evidence, PreparedArticle, QueryTerms, article_evidence, prepare
 from retrieval.models import Article, Hit
-from retrieval.normalize import normalize_question
-from retrieval.tokenize import index_terms, tokens
+from retrieval.query import QueryAnalysis, analyze, build_doc_names
+from retrieval.rerank import FirstStage, Reranker, features
+from retrieval.tokenize import index_terms
 
 # Tuned with `make bench` on the project's own question sets (tests/data), not on the dev set.
 log = logging.getLogger(__name__)
@@ -27,22 +28,27 @@ RRF_K = 10
 BM25_K1 = 0.9
 BM25_B = 0.4
 DENSE_CANDIDATES = 40
+CANDIDATES = 40  # first-stage articles looked at closely
+NAMED_CANDIDATES = 15  # and the best BM25 articles of a document the question names
 
 
 @dataclass
 class FusionWeights:
     bm25: float = 1.0
     dense: float = 0.3
-    superseded_penalty: float = 0.7
 
 
 @dataclass
-class Evidence:
-    """What the refusal gate looks at for the best hit."""
+class SearchInfo:
+    """What the refusal gate looks at: the question, the best article's evidence, how close the
+    nearest passage is, and how much of the question the corpus knows at all."""
 
-    coverage: float  # idf-weighted share of question terms found in the best article
-    dense: float  # cosine similarity of the nearest chunk (how in-domain the question is)
-    known_terms: float  # idf-weighted share of question terms that occur anywhere in the corpus
+    analysis: QueryAnalysis
+    evidence: Evidence | None = None
+    dense: float = 0.0  # cosine similarity of the nearest chunk
+    known_terms: float = 0.0  # idf-weighted share of the question's terms found anywhere
+    named_article: Article | None = None  # the article the question names, when indexed
+    terms: QueryTerms | None = None  # the question's terms with the index's idf weights
 
 
 class BM25:
@@ -76,11 +82,13 @@ class LoadedIndex:
     """One index version in memory, ready to answer searches. Immutable once built."""
 
     def __init__(self, version: str, client, collection_name: str, embeddings: E5Embeddings,
-                 manifest: dict | None = None, weights: FusionWeights | None = None) -> None:
+                 manifest: dict | None = None, weights: FusionWeights | None = None,
+                 reranker: Reranker | None = None) -> None:
         self.version = version
         self.manifest = manifest or {}
         self.embeddings = embeddings
         self.weights = weights or FusionWeights()
+        self.reranker = reranker or Reranker.load()
         self.store = Chroma(client=client, collection_name=collection_name, embedding_function=embeddings)
         got = self.store.get(include=["documents", "metadatas", "embeddings"])
         self.chunk_ids: list[str] = list(got["ids"])
@@ -92,7 +100,7 @@ class LoadedIndex:
                 doc_id=meta["doc_id"], doc_title=meta["doc_title"], label=meta["label"],
                 heading=meta.get("heading", ""), text=meta["article_text"], source=meta["source"],
                 date=meta.get("date") or None, status=meta.get("status", "current"), edition=meta.get("edition") or None,
-                order=int(meta["order"]),
+                order=int(meta["order"]), kind=meta.get("kind") or "regulation",
             )
             self.articles.setdefault(article.key, article)
             self.chunk_article.append(article.key)
@@ -103,11 +111,12 @@ class LoadedIndex:
         self.vectors = (np.asarray(embeddings_, dtype=np.float32) if embeddings_ is not None and len(embeddings_)
                         else np.zeros((0, 384), dtype=np.float32))
         self.bm25 = BM25(token_lists)
-        self.article_terms: dict[str, set[str]] = defaultdict(set)
-        for key, toks in zip(self.chunk_article, token_lists):
-            self.article_terms[key].update(t for t in toks if not t.startswith("#"))
+        self._max_idf = math.log(1 + (self.bm25.n + 0.5) / 0.5)
+        self.prepared: dict[str, PreparedArticle] = {key: prepare(a) for key, a in self.articles.items()}
         self._by_label = {(a.doc_id, a.label): a for a in sorted(self.articles.values(), key=lambda a: -a.order)}
         self._doc_names = self._doc_name_table()
+        self.doc_names = build_doc_names(self._documents_for_names())
+        self.doc_titles = {a.doc_id: a.doc_title for a in self.articles.values()}
 
     # ------------------------------------------------------------------ lookup
     def _doc_name_table(self) -> dict[str, str]:
@@ -120,6 +129,13 @@ class LoadedIndex:
                 names[alias] = d["doc_id"]
         return names
 
+    def _documents_for_names(self) -> list[dict]:
+        """Manifest entries (title, aliases) of the documents, current editions first."""
+        docs = {d["doc_id"]: d for d in self.manifest.get("documents", [])}
+        for a in self.articles.values():
+            docs.setdefault(a.doc_id, {"doc_id": a.doc_id, "title": a.doc_title, "aliases": [], "status": a.status})
+        return sorted(docs.values(), key=lambda d: d.get("status", "current") != "current")
+
     def lookup(self, doc: str, label: str) -> Article | None:
         """The article (first part) with this label in the document named by id, title or alias."""
         doc_id = self._doc_names.get(doc.strip().strip("《》"))
@@ -129,38 +145,99 @@ class LoadedIndex:
         return list(self.manifest.get("documents", []))
 
     # ------------------------------------------------------------------ search
-    def search(self, question: str, k: int = 5) -> tuple[list[Hit], Evidence]:
-        q = normalize_question(question)
-        q_tokens = tokens(q)
-        if not q_tokens and not re.search(r"\w", q):
-            return [], Evidence(0.0, 0.0, 0.0)
-        bm25_rank = self._bm25_rank(index_terms(q))
-        dense_rank, dense_sim = self._dense_rank(q)
+    def search(self, question: str, k: int = 5) -> tuple[list[Hit], SearchInfo]:
+        """The ``k`` best articles for a question, and what the refusal gate needs to know."""
+        analysis, rows, info = self.candidates(question)
+        if not rows:
+            return [], info
+        scored = [(self.reranker.score(feats), key, ev) for key, feats, ev in rows]
+        scored.sort(key=lambda row: (-row[0], self.articles[row[1]].status != "current", row[1]))
+        hits = [Hit(article=self.articles[key], score=score) for score, key, _ in scored[:k]]
+        info.evidence = scored[0][2]
+        return hits, info
+
+    def candidates(self, question: str) -> tuple[QueryAnalysis, list[tuple[str, dict[str, float], Evidence]], SearchInfo]:
+        """Analyse the question, gather candidate articles and compute their features (the
+        reranker's input; ``scripts/train_rerank.py`` fits its weights on these rows)."""
+        analysis = analyze(question, self.doc_names)
+        q = QueryTerms.build(analysis, self._idf)
+        info = SearchInfo(analysis=analysis, terms=q)
+        if not q.terms and not q.grams and not analysis.named_docs:
+            return analysis, [], info
+        bm25 = self._bm25_scores(index_terms(analysis.core or analysis.text))
+        dense_rank, dense_sim = self._dense_rank(analysis.text)
         fused: dict[str, float] = defaultdict(float)
-        for rank, key in enumerate(bm25_rank):
+        for rank, key in enumerate(sorted(bm25, key=lambda key: -bm25[key])):
             fused[key] += self.weights.bm25 / (RRF_K + rank + 1)
         for rank, key in enumerate(dense_rank):
             fused[key] += self.weights.dense / (RRF_K + rank + 1)
-        for key in fused:
-            if self.articles[key].status == "superseded":
-                fused[key] *= self.weights.superseded_penalty
-        ranked = sorted(fused, key=lambda key: -fused[key])[:k]
-        hits = [Hit(article=self.articles[key], score=fused[key] * RRF_K / 2) for key in ranked]
-        evidence = self._evidence(q_tokens, ranked[0] if ranked else None, dense_sim)
-        return hits, evidence
+        top_dense = max(dense_sim.values(), default=0.0)
+        info.dense = top_dense
+        info.known_terms = sum(w for t, w in q.terms.items() if t in self.bm25.df) / q.total
+        info.named_article = self.lookup_named_article(analysis)
+        keys = self._candidate_keys(analysis, fused, bm25, info.named_article)
+        top_fused = max((fused.get(key, 0.0) for key in keys), default=0.0) or 1.0
+        top_bm25 = max(bm25.values(), default=0.0) or 1.0
+        rows = []
+        for key in keys:
+            article, prepared = self.articles[key], self.prepared[key]
+            ev = article_evidence(q, prepared)
+            first = FirstStage(
+                rrf=fused.get(key, 0.0) / top_fused, bm25=bm25.get(key, 0.0) / top_bm25,
+                dense=(dense_sim[key] - top_dense) if key in dense_sim else -0.1,
+            )
+            rows.append((key, features(analysis, article, first, ev, prepared), ev))
+        return analysis, rows, info
 
-    def _bm25_rank(self, q_tokens: list[str]) -> list[str]:
-        if not q_tokens:
-            return []
-        scores = self.bm25.scores(q_tokens)
+    def _idf(self, term: str) -> float:
+        return self.bm25.idf(term) if term in self.bm25.df else self._max_idf
+
+    def _candidate_keys(self, analysis: QueryAnalysis, fused: dict[str, float], bm25: dict[str, float],
+                        named_article: Article | None) -> list[str]:
+        """Articles worth a closer look: the best of the first stage, the best of any named
+        document, and every article holding a quoted phrase or the text around a quiz blank."""
+        keys = sorted(fused, key=lambda key: -fused[key])[:CANDIDATES]
+        chosen = dict.fromkeys(keys)
+        if analysis.named_docs:
+            named = [key for key in sorted(bm25, key=lambda key: -bm25[key]) if self.articles[key].doc_id in analysis.named_docs]
+            chosen.update(dict.fromkeys(named[:NAMED_CANDIDATES]))
+        needles = [p for p in analysis.quoted if len(p) >= 4]
+        if analysis.blank:
+            needles += [side for side in analysis.blank if len(side) >= 4]
+        if needles:
+            for key, prepared in self.prepared.items():
+                if any(n in prepared.compact for n in needles):
+                    chosen.setdefault(key)
+        if named_article is not None:
+            chosen.setdefault(named_article.key)
+        return list(chosen)
+
+    def lookup_named_article(self, analysis: QueryAnalysis) -> Article | None:
+        """The article a question names by number in a document it names (第十条 of 《…》)."""
+        if analysis.article is None or not analysis.named_docs:
+            return None
+        for doc_id in analysis.named_docs:
+            article = self._by_label.get((doc_id, analysis.article))
+            if article is not None:
+                return article
+        return None
+
+    def last_article(self, doc_id: str) -> Article | None:
+        """The last 第X条 of a document (for "there is no 第九十九条; the last one is …")."""
+        numbered = [a for a in self.articles.values() if a.doc_id == doc_id and a.label.startswith("第") and a.label.endswith("条")]
+        return max(numbered, key=lambda a: a.order, default=None)
+
+    def _bm25_scores(self, q_terms: list[str]) -> dict[str, float]:
+        """Best chunk score per article (the 200 best chunks)."""
+        if not q_terms:
+            return {}
+        scores = self.bm25.scores(q_terms)
         best: dict[str, float] = {}
         for i in np.argsort(-scores)[:200]:
             if scores[i] <= 0:
                 break
-            key = self.chunk_article[i]
-            if key not in best:
-                best[key] = float(scores[i])
-        return list(best)
+            best.setdefault(self.chunk_article[i], float(scores[i]))
+        return best
 
     def _nearest_chunks(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
         """(chunk position, cosine similarity), nearest first: Chroma, or memory if it is down."""
@@ -189,15 +266,3 @@ class LoadedIndex:
                 sims[key] = sim
                 order.append(key)
         return order, sims
-
-    def _evidence(self, q_tokens: list[str], best: str | None, dense_sim: dict[str, float]) -> Evidence:
-        if best is None:
-            return Evidence(0.0, 0.0, 0.0)
-        terms = set(q_tokens)
-        max_idf = math.log(1 + (self.bm25.n + 0.5) / 0.5)
-        weights = {t: (self.bm25.idf(t) if t in self.bm25.df else max_idf) for t in terms}
-        total = sum(weights.values()) or 1.0
-        found = sum(w for t, w in weights.items() if t in self.article_terms[best])
-        known = sum(w for t, w in weights.items() if t in self.bm25.df)
-        top_dense = max(dense_sim.values(), default=0.0)
-        return Evidence(coverage=found / total, dense=top_dense, known_terms=known / total)

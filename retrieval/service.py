@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from retrieval.answer import REFUSAL, RefusalThresholds, extractive_answer
+from retrieval.answer import NO_WORDS, REFUSAL, RefusalThresholds, extractive_answer
 from retrieval.config import RetrievalConfig
 from retrieval.embed import E5Embeddings
 from retrieval.index import IndexBuilder, IngestReport, Progress
@@ -82,9 +82,15 @@ class RetrievalService:
         question = (question or "")[: self.config.max_question_chars]
         if not question.strip():
             return Answer(question=question, answer=REFUSAL, refused=True)
+        if not any(ch.isalnum() for ch in question):  # only punctuation or emoji: a hint, not a refusal
+            return Answer(question=question, answer=NO_WORDS, refused=True)
         index = self.index
-        hits, evidence = index.search(question, k=self.config.top_k)
-        answer = extractive_answer(question, hits, evidence, self.thresholds)
+        hits, info = index.search(question, k=self.config.top_k)
+        named = info.analysis.named_docs
+        answer = extractive_answer(
+            question, hits, info, self.thresholds,
+            last_article=index.last_article(named[0]) if named else None, doc_titles=index.doc_titles,
+        )
         if self._llm is not None and not answer.refused:
             answer = self._llm.answer(question, hits, answer)
         return answer

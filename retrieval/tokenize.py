@@ -1,4 +1,5 @@
-"""Chinese tokenisation for BM25 and term overlap: jieba with a party-work domain dictionary."""
+"""Chinese tokenisation for BM25 and term overlap: jieba with a party-work domain dictionary,
+synonyms folded to one form (retrieval/data/synonyms.txt), numbers in quantities as digits."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,10 @@ from pathlib import Path
 
 import jieba
 
+from retrieval.numerals import normalize_quantities, quantity_terms
+
 _DICT = Path(__file__).parent / "data" / "domain_dict.txt"
+_SYNONYMS = Path(__file__).parent / "data" / "synonyms.txt"
 _WORD = re.compile(r"[\u3400-\u9fffA-Za-z0-9]")
 # Function words and question words that carry no topic.
 STOPWORDS = frozenset(
@@ -20,21 +24,42 @@ STOPWORDS = frozenset(
 )
 
 
+def load_synonyms(path: Path = _SYNONYMS) -> dict[str, str]:
+    """{word: the group's first word} from a synonyms file (one group per line, # comments)."""
+    table: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        words = line.split("#", 1)[0].split()
+        for word in words[1:]:
+            table.setdefault(word, words[0])
+    return table
+
+
+@lru_cache(maxsize=1)
+def _synonyms() -> dict[str, str]:
+    return load_synonyms()
+
+
 @lru_cache(maxsize=1)
 def _tokenizer() -> jieba.Tokenizer:
     jieba.setLogLevel(logging.WARNING)
     tok = jieba.Tokenizer()
     tok.load_userdict(str(_DICT))
+    for word, canonical in _synonyms().items():  # keep every synonym whole when segmenting
+        for w in (word, canonical):
+            if len(w) > 1:
+                tok.add_word(w, freq=max(tok.FREQ.get(w, 0), 50))
     return tok
 
 
 def tokens(text: str) -> list[str]:
-    """Content tokens (search mode: long words and their parts), stopwords and punctuation dropped."""
+    """Content tokens (search mode: long words and their parts) with synonyms folded to one form;
+    stopwords, punctuation and bare numbers (see :func:`index_terms`) dropped."""
+    synonyms = _synonyms()
     out = []
     for word in _tokenizer().lcut_for_search(text.lower()):
         word = word.strip()
-        if word and _WORD.search(word) and word not in STOPWORDS:
-            out.append(word)
+        if word and _WORD.search(word) and word not in STOPWORDS and not word.isdigit():
+            out.append(synonyms.get(word, word))
     return out
 
 
@@ -51,8 +76,10 @@ def bigrams(text: str) -> list[str]:
 
 
 def index_terms(text: str) -> list[str]:
-    """BM25 terms: jieba content words plus character bigrams."""
-    return tokens(text) + bigrams(text)
+    """BM25 terms: jieba content words, character bigrams, and quantities (``~1次``), with
+    numbers in quantities written as digits so 一次 and 1次 match."""
+    text = normalize_quantities(text)
+    return tokens(text) + bigrams(text) + quantity_terms(text)
 
 
 def warm_up() -> None:
