@@ -94,7 +94,8 @@ def best_sentences_of(question: Question, text: str, limit: int = 2) -> list[str
     kinds = [k for k in analysis.asks if k in ANSWER_PATTERNS and k not in ("procedure", "definition")]
     scored = []
     for i, (s, c) in enumerate(zip(sentences, compacts)):
-        cover = sum(w for t, w in q.terms.items() if t in terms_of(s)) / q.total
+        words = terms_of(s)
+        cover = sum(w for t, w in q.terms.items() if t in words) / q.total
         grams = len(q.grams & set(bigrams(c))) / len(q.grams) if q.grams else 0.0
         bonus = 0.0
         if kinds and any(ANSWER_PATTERNS[k].search(c) for k in kinds):

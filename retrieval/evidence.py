@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from retrieval.models import Article
 from retrieval.numerals import normalize_quantities, quantity_terms
@@ -34,10 +35,12 @@ def body_of(article: Article) -> str:
     return text[len(article.label):].lstrip() if text.startswith(article.label) else text
 
 
-def terms_of(text: str) -> set[str]:
-    """Search terms of a text: folded words plus quantities (no bigrams)."""
+@lru_cache(maxsize=50_000)
+def terms_of(text: str) -> frozenset[str]:
+    """Search terms of a text: folded words plus quantities (no bigrams). Cached: the same
+    sentences are quoted again and again."""
     normal = normalize_quantities(text)
-    return set(tokens(normal)) | set(quantity_terms(normal))
+    return frozenset(tokens(normal)) | frozenset(quantity_terms(normal))
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def prepare(article: Article) -> PreparedArticle:
     sentences = []
     for s in split_sentences(body) or [body]:
         c = compact(s)
-        sentences.append(Sentence(s, c, frozenset(terms_of(s)), frozenset(bigrams(c))))
+        sentences.append(Sentence(s, c, terms_of(s), frozenset(bigrams(c))))
     all_terms = frozenset().union(*(s.terms for s in sentences)) if sentences else frozenset()
     first_line_removed = body.split("\n", 1)[1] if "\n" in body else ""
     heading_only = (len(body) < HEADING_ONLY_CHARS and not re.search(r"[。；！？]", body)) or (

@@ -2,7 +2,6 @@
 `/reindex`): parse, chunk, embed (reusing unchanged embeddings), write, then switch."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from retrieval.documents import ParsedDocument, iter_corpus_files, load_metadata, mark_superseded, parse_file
 from retrieval.embed import E5Embeddings
+from retrieval.embed_cache import CACHE_FILE, EmbeddingCache, text_key
 from retrieval.models import Article
 from retrieval.read import ReadError
 from retrieval.store import ChromaLocation, PointerStore, new_version_name
@@ -20,6 +20,7 @@ from retrieval.store import ChromaLocation, PointerStore, new_version_name
 log = logging.getLogger(__name__)
 
 CHUNK_CHARS = 240
+EMBED_BATCH = 64  # passages per call: the engine spreads a batch over the cores
 KEEP_VERSIONS = 2  # the serving one and the previous one (for rollback)
 
 #: progress(stage, done, total, detail)
@@ -90,10 +91,6 @@ def passage_text(article: Article, chunk: str) -> str:
     return f"{article.doc_title}｜{article.heading}\n{chunk}" if article.heading else f"{article.doc_title}\n{chunk}"
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
 class IndexBuilder:
     """Builds index versions. One build at a time per process (a second one raises IngestBusy)."""
 
@@ -101,6 +98,7 @@ class IndexBuilder:
         self.location = location
         self.pointer = pointer
         self.embeddings = embeddings
+        self.cache = EmbeddingCache(None if location.is_server else location.index_root / CACHE_FILE)
         self._lock = threading.Lock()
 
     @property
@@ -136,16 +134,21 @@ class IndexBuilder:
 
         previous = self.pointer.read()
         prev_version = previous["current"] if previous else None
-        cache = self._previous_embeddings(prev_version)
-        vectors: list[list[float] | None] = [cache.get(_sha(p)) for _, p, _, _ in rows]
-        todo = [i for i, v in enumerate(vectors) if v is None]
+        keys = [text_key(p) for _, p, _, _ in rows]
+        known = self._previous_embeddings(prev_version)
+        known.update(self.cache.get_many([k for k in set(keys) if k not in known]))
+        todo: dict[str, str] = {}  # key → passage, each distinct passage embedded once
+        for key, (_, passage, _, _) in zip(keys, rows):
+            if key not in known:
+                todo.setdefault(key, passage)
         report.embedded = len(todo)
-        for start in range(0, len(todo), 32):
-            batch = todo[start : start + 32]
-            embedded = self.embeddings.passages([rows[i][1] for i in batch])
-            for i, vec in zip(batch, embedded):
-                vectors[i] = vec.tolist()
-            progress("embed", min(start + 32, len(todo)), len(todo), "计算向量")
+        pending = list(todo.items())
+        for start in range(0, len(pending), EMBED_BATCH):
+            batch = pending[start : start + EMBED_BATCH]
+            for (key, _), vec in zip(batch, self.embeddings.passages([p for _, p in batch])):
+                known[key] = vec.tolist()
+            progress("embed", min(start + EMBED_BATCH, len(pending)), len(pending), "计算向量")
+        vectors = [known[key] for key in keys]
 
         try:
             collection = self.location.create(version)
@@ -160,6 +163,7 @@ class IndexBuilder:
                 progress("write", min(start + 256, len(rows)), len(rows), "写入索引")
             manifest = self._manifest(version, docs, report)
             self.pointer.save_manifest(version, manifest)
+            self.cache.replace({key: known[key] for key in set(keys)})
         except Exception as exc:
             self.location.drop(version)
             raise IngestError(f"写入索引失败，当前索引保持不变：{exc}") from exc
@@ -218,7 +222,7 @@ class IndexBuilder:
         embs = got.get("embeddings")
         if embs is None:
             return {}
-        return {_sha(d): list(map(float, e)) for d, e in zip(docs, embs)}
+        return {text_key(d): list(map(float, e)) for d, e in zip(docs, embs)}
 
     @staticmethod
     def _manifest(version: str, docs: list[ParsedDocument], report: IngestReport) -> dict:

@@ -7,11 +7,13 @@ Builds two indexes in scratch data dirs -- the default corpus, and the default c
 ingest seconds and peak RSS.
 
 Question sets:
-* default corpus: ../shared/eval/dev.jsonl, and the project's own tests/data/eval_default.jsonl
-  split in two halves by a hash of the question id: ``tune`` (weights and thresholds were
-  chosen on it) and ``holdout`` (never looked at while tuning; reported to show the gap);
+* default corpus: ../shared/eval/dev.jsonl, and the project's own questions about it
+  (tests/data/eval_default.jsonl and eval_peer_default.jsonl, the latter written by a separate
+  hand in the styles other people use) split in two halves by a hash of the question id:
+  ``tune`` (weights and thresholds were chosen on it) and ``holdout`` (never looked at while
+  tuning; reported to show the gap);
 * default + extra: ../shared/eval/dev_peer.jsonl (written by other people), dev.jsonl, and the
-  two halves of tests/data/eval_extra.jsonl.
+  two halves of tests/data/eval_extra.jsonl + eval_peer_extra.jsonl.
 
 ``--keep DIR`` keeps the built indexes in DIR and reuses them on the next run (after a change
 to search or answers only); ``--rebuild`` forces a new ingest there.
@@ -40,11 +42,12 @@ def half_of(qid: str) -> str:
     return "tune" if hashlib.sha1(qid.encode("utf-8")).digest()[0] % 2 == 0 else "holdout"
 
 
-def split_halves(path: Path, out_dir: Path) -> list[Path]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def split_halves(paths: list[Path], out_dir: Path, name: str) -> list[Path]:
+    """Write the questions of ``paths`` as two files, ``NAME.tune.jsonl`` and ``NAME.holdout.jsonl``."""
+    rows = [json.loads(line) for path in paths for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     out = []
     for half in ("tune", "holdout"):
-        target = out_dir / f"{path.stem}.{half}.jsonl"
+        target = out_dir / f"{name}.{half}.jsonl"
         target.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows
                                   if half_of(str(r["id"])) == half), encoding="utf-8")
         out.append(target)
@@ -77,8 +80,9 @@ def main() -> None:
     args = parser.parse_args()
     shared = args.shared.resolve()
     scratch = Path(tempfile.mkdtemp(prefix="dj-bench-"))
-    own_default = split_halves(REPO / "tests" / "data" / "eval_default.jsonl", scratch)
-    own_extra = split_halves(REPO / "tests" / "data" / "eval_extra.jsonl", scratch)
+    data = REPO / "tests" / "data"
+    own_default = split_halves([data / "eval_default.jsonl", data / "eval_peer_default.jsonl"], scratch, "own_default")
+    own_extra = split_halves([data / "eval_extra.jsonl", data / "eval_peer_extra.jsonl"], scratch, "own_extra")
     dev, peer = shared / "eval" / "dev.jsonl", shared / "eval" / "dev_peer.jsonl"
     configs = {
         "default": ([REPO / "corpus"], [dev, *own_default]),

@@ -1,0 +1,50 @@
+"""Embeddings are computed once per distinct passage: reused from earlier builds (the cache in
+the index folder) and shared by identical articles of several editions in one build."""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from retrieval.config import RetrievalConfig
+from retrieval.embed_cache import CACHE_FILE
+from retrieval.service import RetrievalService
+
+EDITION = """标题: 某某工作规则（{year}年修订）
+第一条 为了规范党支部工作，制定本规则。
+第二条 党小组会一般每月召开1次。
+第三条 {changed}
+"""
+
+
+def _corpus(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "rules_2017.txt").write_text(EDITION.format(year=2017, changed="支委会每届任期两年或三年。"), encoding="utf-8")
+    (folder / "rules_2022.txt").write_text(EDITION.format(year=2022, changed="支委会每届任期三年至五年。"), encoding="utf-8")
+    return folder
+
+
+def test_identical_articles_of_two_editions_are_embedded_once_and_rebuilds_reuse_everything(tmp_path, embeddings):
+    corpus = _corpus(tmp_path / "corpus")
+    service = RetrievalService(RetrievalConfig(index_dir=tmp_path / "data" / "index", corpus_dir=corpus), embeddings=embeddings)
+    first = service.ingest()
+    assert first.chunks == 6 and first.embedded == 4  # 第一条 and 第二条 are the same in both editions
+    assert (tmp_path / "data" / "index" / CACHE_FILE).is_file()
+    second = service.ingest()
+    assert second.embedded == 0
+    # A fresh data dir has no cache: everything is embedded again.
+    other = RetrievalService(RetrievalConfig(index_dir=tmp_path / "other" / "index", corpus_dir=corpus), embeddings=embeddings)
+    assert other.ingest().embedded == 4
+
+
+def test_a_corrupt_cache_only_costs_time(tmp_path, embeddings):
+    corpus = _corpus(tmp_path / "corpus")
+    index = tmp_path / "data" / "index"
+    service = RetrievalService(RetrievalConfig(index_dir=index, corpus_dir=corpus), embeddings=embeddings)
+    service.ingest()
+    (index / CACHE_FILE).write_bytes(b"not a database")
+    report = service.ingest()  # the serving version still lends its vectors
+    assert report.ok and report.embedded == 0
+    assert service.ask("党小组会多久开一次？").citations[0].label == "第二条"
+    with closing(sqlite3.connect(index / CACHE_FILE)) as conn:  # the damaged cache was replaced
+        assert conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == 4
