@@ -1,5 +1,8 @@
 """Admin commands: /reindex (background, no downtime), /reindex rollback, /corpus, and
-documents sent to the bot in a private chat (saved into the corpus folder)."""
+documents sent to the bot in a private chat (saved into the corpus folder).
+
+The handlers are ``async`` (a reindex is a background task); the audit row, the saved upload,
+the ingest and the after-switch hook run in worker threads, never on the event loop."""
 from __future__ import annotations
 
 import asyncio
@@ -59,8 +62,8 @@ class AdminFeature:
         self._starting = asyncio.Lock()
 
     # ------------------------------------------------------------------
-    def _allowed(self, ctx: Context, action: str) -> bool:
-        self.db.audit(ctx.msg.platform, ctx.msg.user_id, action, ctx.is_admin)
+    async def _allowed(self, ctx: Context, action: str) -> bool:
+        await asyncio.to_thread(self.db.audit, ctx.msg.platform, ctx.msg.user_id, action, ctx.is_admin)
         if not ctx.is_admin:
             log.warning("refused %s for %s:%s", action, ctx.msg.platform, ctx.msg.user_id)
         return ctx.is_admin
@@ -68,10 +71,10 @@ class AdminFeature:
     async def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
         if command == "corpus":
             try:
-                return [OutgoingMessage(text=format_corpus(self.service.index))]
+                return [OutgoingMessage(text=await asyncio.to_thread(lambda: format_corpus(self.service.index)))]
             except NoIndex as exc:
                 return [OutgoingMessage(text=str(exc))]
-        if not self._allowed(ctx, f"/reindex {args}".strip()):
+        if not await self._allowed(ctx, f"/reindex {args}".strip()):
             return [OutgoingMessage(text=NOT_ADMIN)]
         if args.strip() == "rollback":
             return [await self._rollback()]
@@ -82,7 +85,7 @@ class AdminFeature:
     async def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
         if data != "adm:reindex":
             return [OutgoingMessage(text="", toast="这个按钮已失效。")]
-        if not self._allowed(ctx, "/reindex (button)"):
+        if not await self._allowed(ctx, "/reindex (button)"):
             return [OutgoingMessage(text="", toast=NOT_ADMIN)]
         return [await self.start_reindex(ctx)]
 
@@ -91,9 +94,9 @@ class AdminFeature:
             return None
         if ctx.in_group:
             return [OutgoingMessage(text="请在私聊中把文件发给我。")]
-        if not self._allowed(ctx, f"upload {ctx.msg.file.filename}"):
+        if not await self._allowed(ctx, f"upload {ctx.msg.file.filename}"):
             return [OutgoingMessage(text=NOT_ADMIN)]
-        return [self._save_upload(ctx)]
+        return [await asyncio.to_thread(self._save_upload, ctx)]
 
     # ------------------------------------------------------------------
     async def start_reindex(self, ctx: Context) -> OutgoingMessage:
@@ -108,7 +111,7 @@ class AdminFeature:
     async def _reindex(self, ctx: Context) -> None:
         try:
             report = await asyncio.to_thread(self.service.ingest, [self.corpus_dir])
-            unresolved = self.after_switch()
+            unresolved = await asyncio.to_thread(self.after_switch)
             text = format_ingest_report(report, unresolved)
         except IngestError as exc:
             text = f"索引更新失败，当前索引保持不变，继续提供服务。\n原因：{exc}"
@@ -126,7 +129,7 @@ class AdminFeature:
         version = await asyncio.to_thread(self.service.rollback)
         if version is None:
             return OutgoingMessage(text="没有可以回退的上一版本索引。")
-        unresolved = self.after_switch()
+        unresolved = await asyncio.to_thread(self.after_switch)
         extra = ("\n以下引用找不到对应条文：\n" + "\n".join(unresolved)) if unresolved else ""
         return OutgoingMessage(text=f"已回退到上一版本索引 {version}。{extra}")
 

@@ -1,7 +1,9 @@
-"""Composition root: builds the services, features and core, then runs one adapter.
+"""Composition root: opens the database, builds the retrieval service, the features and the core,
+then runs one adapter beside the background jobs.
 
-`dangjian run --adapter X` ends up in :func:`run_bot`. Everything the bot needs is created here
-and passed down explicitly; nothing is global.
+`dangjian run --adapter X` ends up in :func:`run_bot`; the CLI's other commands use
+:func:`make_retrieval`. Everything is created here and passed down explicitly; nothing is global.
+This is the only place that knows every feature (their tables are registered by importing them).
 """
 from __future__ import annotations
 
@@ -11,17 +13,21 @@ import importlib
 import logging
 import signal
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TypeVar
 
 from bot.admin import AdminFeature
 from bot.core.engine import Core
 from bot.core.outbound import OutboundRegistry
 from bot.settings import Settings
-from bot.store.db import Database, DatabaseUnavailable
-from bot.store.schema import make_retrieval, open_database, with_backoff
+from bot.store.db import Database, DatabaseUnavailable, SchemaTooNew, utcnow
 from retrieval.service import RetrievalService
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ADAPTERS = {
     "telegram": "bot.adapters.telegram",
@@ -30,6 +36,60 @@ ADAPTERS = {
     "dingtalk": "bot.adapters.dingtalk",
 }
 POINTER_POLL_SECONDS = 3.0
+HOUSEKEEPING_SECONDS = 3600.0
+#: Message ids are kept this long for deduplication: far beyond WeCom's and DingTalk's retries
+#: (seconds to minutes) and Telegram's redelivery of unconfirmed webhook updates (hours).
+MESSAGE_RETENTION = timedelta(days=1)
+
+#: Re-resolves every citation the features hold after the index changed; returns the problems.
+AfterSwitch = Callable[[], list[str]]
+
+
+def with_backoff(
+    action: Callable[[], T],
+    what: str,
+    *,
+    attempts: int = 6,
+    first_delay: float = 1.0,
+    retry_if: Callable[[Exception], bool] = lambda exc: True,
+) -> T:
+    """Run ``action``; on a failure ``retry_if`` accepts, wait 1, 2, 4, … s (at most 15) and
+    retry; re-raise after ``attempts``. The one start-up backoff (database, index, Chroma)."""
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == attempts or not retry_if(exc):
+                raise
+            log.warning("%s unavailable (%s: %s); retry %d/%d in %.1fs", what, type(exc).__name__, exc,
+                        attempt, attempts - 1, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 15)
+    raise AssertionError("unreachable")
+
+
+def open_database(settings: Settings) -> Database:
+    """The engine with every table created (retried with backoff, then DatabaseUnavailable)."""
+    import bot.checklists  # noqa: F401 - registers the feature tables on Base
+    import bot.meetings  # noqa: F401
+    import bot.store.index_pointer  # noqa: F401
+
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    with_backoff(db.create_schema, "database", attempts=5, first_delay=0.5,
+                 retry_if=lambda exc: isinstance(exc, DatabaseUnavailable) and not isinstance(exc, SchemaTooNew))
+    return db
+
+
+def make_retrieval(settings: Settings, db: Database | None = None) -> RetrievalService:
+    """The retrieval service; with a Chroma server the version pointer lives in the database."""
+    if settings.chroma_url:
+        from bot.store.index_pointer import DatabasePointerStore
+
+        return RetrievalService(settings.retrieval_config(), pointer=DatabasePointerStore(db or open_database(settings)))
+    return RetrievalService(settings.retrieval_config())
 
 
 @dataclass
@@ -41,32 +101,24 @@ class BotServices:
     background: list = field(default_factory=list)  # coroutine factories run beside the adapter
 
 
-def build_services(settings: Settings) -> BotServices:
-    """Open the database, load (or build) the index, and assemble the core with its features."""
+def build_core(settings: Settings, db: Database, retrieval: RetrievalService):
+    """The core with its features, the reminder scheduler, and the after-reindex hook."""
     from bot.checklists import ChecklistFeature, load_checklists
     from bot.meetings import MeetingRules, MeetingsFeature, ReminderScheduler
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_database(settings)
-    retrieval = make_retrieval(settings, db)
-    if not with_backoff(lambda: retrieval.has_index, "index pointer"):
-        log.info("no index yet: building it from %s", settings.corpus_dir)
-        report = retrieval.ingest([settings.corpus_dir])
-        log.info("indexed %d documents, %d articles", len(report.documents), report.articles)
-    with_backoff(retrieval.warm_up, "Chroma" if settings.chroma_url else "index")
-
     outbound = OutboundRegistry()
+    checklist_dir = settings.prompts_dir / "checklists"
     rules = MeetingRules.load(settings.prompts_dir / "meeting_rules.yaml", retrieval.lookup)
-    checklists = ChecklistFeature(db, load_checklists(settings.prompts_dir / "checklists", retrieval.lookup))
+    checklists = ChecklistFeature(db, load_checklists(checklist_dir, retrieval.lookup), timezone=settings.timezone)
     meetings = MeetingsFeature(db, settings, rules)
 
     def after_switch() -> list[str]:
-        """Re-resolve every citation the features hold against the new index."""
+        """Re-resolve every citation the features hold against the new index (blocking)."""
         problems: list[str] = []
         rules.reload(retrieval.lookup)
         problems.extend(rules.unresolved)
         try:
-            checklists.replace_checklists(load_checklists(settings.prompts_dir / "checklists", retrieval.lookup))
+            checklists.replace_checklists(load_checklists(checklist_dir, retrieval.lookup))
         except Exception as exc:  # ChecklistError lists every unresolved step
             problems.append(str(exc))
         return problems
@@ -77,7 +129,20 @@ def build_services(settings: Settings) -> BotServices:
         rate_limit_per_minute=settings.rate_limit_per_minute, outbound=outbound,
         features=[meetings, checklists, admin],
     )
-    scheduler = ReminderScheduler(db, settings, outbound, rules)
+    return core, ReminderScheduler(db, settings, outbound, rules), after_switch
+
+
+def build_services(settings: Settings) -> BotServices:
+    """Open the database, load (or build) the index, and assemble the core with its features."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings)
+    retrieval = make_retrieval(settings, db)
+    if not with_backoff(lambda: retrieval.has_index, "index pointer"):
+        log.info("no index yet: building it from %s", settings.corpus_dir)
+        report = retrieval.ingest([settings.corpus_dir])
+        log.info("indexed %d documents, %d articles", len(report.documents), report.articles)
+    with_backoff(retrieval.warm_up, "Chroma" if settings.chroma_url else "index")
+    core, scheduler, after_switch = build_core(settings, db, retrieval)
 
     async def follow_pointer() -> None:
         """Replicas switch to a version another process published, without restart."""
@@ -85,11 +150,24 @@ def build_services(settings: Settings) -> BotServices:
             await asyncio.sleep(POINTER_POLL_SECONDS)
             try:
                 if await asyncio.to_thread(retrieval.reload):
-                    after_switch()
+                    await asyncio.to_thread(after_switch)
             except Exception:
                 log.exception("could not reload the index pointer")
 
-    return BotServices(settings, db, retrieval, core, background=[scheduler.run_forever, follow_pointer])
+    return BotServices(settings, db, retrieval, core,
+                       background=[scheduler.run_forever, follow_pointer, lambda: housekeeping(db)])
+
+
+async def housekeeping(db: Database, interval: float = HOUSEKEEPING_SECONDS) -> None:
+    """Forget deduplication ids older than :data:`MESSAGE_RETENTION`, now and every ``interval``."""
+    while True:
+        try:
+            removed = await asyncio.to_thread(db.forget_messages, utcnow() - MESSAGE_RETENTION)
+            if removed:
+                log.info("forgot %d processed message ids older than %s", removed, MESSAGE_RETENTION)
+        except Exception:
+            log.exception("could not prune processed message ids")
+        await asyncio.sleep(interval)
 
 
 async def _run(settings: Settings, adapter_name: str) -> None:

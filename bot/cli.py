@@ -43,8 +43,8 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 def _service(settings):
+    from bot.app import make_retrieval
     from bot.store.db import DatabaseUnavailable
-    from bot.store.schema import make_retrieval
 
     try:
         return make_retrieval(settings)

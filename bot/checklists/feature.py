@@ -149,12 +149,12 @@ class ChecklistFeature:
         db: Database,
         checklists: list[Checklist],
         *,
+        timezone: str,
         clock: Callable[[], datetime] = utcnow,
-        timezone: str = "Asia/Shanghai",
     ) -> None:
         """``db`` must have the checklist tables (import bot.checklists before create_schema).
 
-        ``timezone`` (pass ``Settings.timezone``) is only used to show dates in /checklist status.
+        ``timezone`` is ``Settings.timezone``: dates in /checklist status are shown in it.
         """
         self.store = ProgressStore(db, clock)
         self._tz = ZoneInfo(timezone)
@@ -172,8 +172,8 @@ class ChecklistFeature:
     def checklists(self) -> tuple[Checklist, ...]:
         return self._catalog.items
 
-    # Feature protocol ----------------------------------------------------------------------
-    async def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
+    # Feature protocol (plain functions: the core runs them in a worker thread) ---------------
+    def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
         """``/checklist [status | reset <name> | <name>]``."""
         args = args.strip()
         head, _, rest = args.partition(" ")
@@ -199,7 +199,7 @@ class ChecklistFeature:
             return [self._summary_message(checklist, progress)]
         return [self._step_message(ctx, checklist, progress)]
 
-    async def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
+    def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
         """A button press; applied only if it is the presser's and matches their current step."""
         press = parse_callback(data)
         if press is None:
@@ -224,7 +224,7 @@ class ChecklistFeature:
             return [self._summary_message(checklist, progress)]
         return [self._step_message(ctx, checklist, progress)]
 
-    async def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
+    def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
         """Consume 完成 / 跳过 / 上一步 / 全部 / 提醒 / 继续 while a checklist is active here."""
         if ctx.msg.file is not None:
             return None

@@ -1,26 +1,28 @@
 """The conversation core: turns one incoming message into the replies to send.
 
 Adapters call :meth:`Core.handle`; it owns commands, help, questions, rate limiting and error
-handling, and routes feature commands (meetings, checklists, admin) to their plug-ins.
+handling, and routes feature commands (meetings, checklists, admin) to their plug-ins. Nothing
+blocking runs on the event loop: questions and plain-``def`` feature handlers (which talk to the
+database synchronously) run in worker threads, so one slow chat never delays another.
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
-from typing import Protocol
-
-from sqlalchemy.exc import InterfaceError, OperationalError
+from typing import Any, Protocol
 
 from bot.core import texts
+from bot.core.errors import StorageUnavailable
 from bot.core.feature import Context, Feature
+from bot.core.fit import fit
 from bot.core.format import format_answer
-from bot.core.models import Capabilities, IncomingMessage, OutgoingMessage
+from bot.core.models import Capabilities, IncomingMessage, OutgoingMessage, Problem
 from bot.core.outbound import OutboundRegistry
-from bot.store.db import DatabaseUnavailable
 from retrieval.models import Answer
 
 log = logging.getLogger(__name__)
@@ -30,28 +32,43 @@ class QuestionAnswerer(Protocol):
     def ask(self, question: str) -> Answer: ...
 
 
+WINDOW_SECONDS = 60.0
+
+
 class RateLimiter:
-    """At most ``per_minute`` messages per (platform, user) in any 60 s window."""
+    """At most ``per_minute`` messages per (platform, user) in any 60 s window.
+
+    Users idle for a whole window are forgotten (swept at most once a window), so the table holds
+    only the users of the last minute or two, however many have ever written.
+    """
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
         self._clock = clock
-        self._events: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._events: dict[tuple[str, str], deque[float]] = {}
+        self._swept_at = clock()
+
+    def __len__(self) -> int:
+        """How many users are being tracked."""
+        return len(self._events)
 
     def allow(self, platform: str, user_id: str) -> bool:
         if self.per_minute <= 0:
             return True
         now = self._clock()
-        q = self._events[(platform, user_id)]
-        while q and now - q[0] > 60:
+        if now - self._swept_at > WINDOW_SECONDS:
+            self._sweep(now)
+        q = self._events.setdefault((platform, user_id), deque())
+        while q and now - q[0] > WINDOW_SECONDS:
             q.popleft()
-        if not q:
-            self._events.pop((platform, user_id), None)  # forget idle users
-            q = self._events[(platform, user_id)]
         if len(q) >= self.per_minute:
             return False
         q.append(now)
         return True
+
+    def _sweep(self, now: float) -> None:
+        self._events = {k: q for k, q in self._events.items() if q and now - q[-1] <= WINDOW_SECONDS}
+        self._swept_at = now
 
 
 _COMMAND = re.compile(r"/(\w+)(?:@\w*)?(?:\s+(.*))?", re.S)
@@ -100,15 +117,16 @@ class Core:
 
     # ------------------------------------------------------------------
     async def handle(self, msg: IncomingMessage, caps: Capabilities) -> list[OutgoingMessage]:
-        """Replies for one message; never raises (errors become a short apology)."""
+        """Replies for one message, shaped to ``caps``; never raises (errors become an apology)."""
         try:
-            return await self._handle(msg, caps)
-        except (OperationalError, InterfaceError, DatabaseUnavailable):
+            replies = await self._handle(msg, caps)
+        except StorageUnavailable:
             log.exception("database unavailable while handling %s:%s", msg.platform, msg.chat_id)
-            return [OutgoingMessage(text=texts.SERVICE_UNAVAILABLE)]
+            replies = [OutgoingMessage(text=texts.SERVICE_UNAVAILABLE)]
         except Exception:
             log.exception("handler failed for %s:%s", msg.platform, msg.chat_id)
-            return [OutgoingMessage(text=texts.INTERNAL_ERROR)]
+            replies = [OutgoingMessage(text=texts.INTERNAL_ERROR)]
+        return fit(replies, caps)
 
     async def _handle(self, msg: IncomingMessage, caps: Capabilities) -> list[OutgoingMessage]:
         ctx = Context(msg=msg, caps=caps, is_admin=self.is_admin(msg.platform, msg.user_id))
@@ -118,21 +136,23 @@ class Core:
             return []
         if not self.rate.allow(msg.platform, msg.user_id):
             return [OutgoingMessage(text=texts.RATE_LIMITED)]
+        if msg.problem is not None:
+            return [OutgoingMessage(text=_PROBLEM_TEXTS[msg.problem])]
         text = msg.text.strip()
         command = parse_command(text)
         if command is not None:
             return await self._command(ctx, *command)
         for feature in self.features:
-            consumed = await feature.on_text(ctx)
+            consumed = await _run(feature.on_text, ctx)
             if consumed is not None:
                 return consumed
         if msg.file is not None:
             return [OutgoingMessage(text=texts.FILE_NOT_EXPECTED)]
         if not _has_words(text):
             return [OutgoingMessage(text=texts.EMPTY_QUESTION)]
-        return [await self.answer(text, caps)]
+        return [await self.answer(text)]
 
-    async def answer(self, question: str, caps: Capabilities) -> OutgoingMessage:
+    async def answer(self, question: str) -> OutgoingMessage:
         question = question[: self.max_question_chars]
         answer = await asyncio.to_thread(self.qa.ask, question)
         return OutgoingMessage(text=format_answer(answer))
@@ -145,17 +165,17 @@ class Core:
         if word == "ask":
             if not _has_words(args):
                 return [OutgoingMessage(text=texts.EMPTY_QUESTION)]
-            return [await self.answer(args, ctx.caps)]
+            return [await self.answer(args)]
         feature = self._by_command.get(word)
         if feature is None:
             return [OutgoingMessage(text=texts.UNKNOWN_COMMAND.format(word=word) + "\n\n" + self.help_text())]
-        return await feature.on_command(ctx, word, args)
+        return await _run(feature.on_command, ctx, word, args)
 
     async def _callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
         prefix = data.split(":", 1)[0]
         for feature in self.features:
             if feature.callback_prefix and feature.callback_prefix == prefix:
-                return await feature.on_callback(ctx, data)
+                return await _run(feature.on_callback, ctx, data)
         return [OutgoingMessage(text="", toast=texts.STALE_BUTTON)]
 
     def help_text(self) -> str:
@@ -167,6 +187,10 @@ class Core:
             lines.append(f"{usage}\n    {description}")
         return "\n".join(lines)
 
+    def feature_commands(self) -> set[str]:
+        """The command words features own (the ones that may need group-admin rights)."""
+        return set(self._by_command)
+
     # ------------------------------------------------------------------
     def commands_for_menu(self) -> list[tuple[str, str]]:
         """(command, short description) pairs for a platform's command menu (setMyCommands)."""
@@ -177,6 +201,21 @@ class Core:
                 if word not in {w for w, _ in menu}:
                     menu.append((word, description[:60]))
         return menu
+
+
+_PROBLEM_TEXTS = {
+    Problem.NOT_TEXT: texts.NOT_TEXT,
+    Problem.FILE_TOO_BIG: texts.FILE_TOO_BIG,
+    Problem.FILE_UNREADABLE: texts.FILE_UNREADABLE,
+}
+
+
+async def _run(handler: Callable[..., Any], *args: Any) -> Any:
+    """Await an ``async def`` handler; run a plain ``def`` one (database work) in a thread."""
+    if inspect.iscoroutinefunction(handler):
+        return await handler(*args)
+    result = await asyncio.to_thread(handler, *args)
+    return await result if inspect.isawaitable(result) else result  # an async callable object
 
 
 def _has_words(text: str) -> bool:

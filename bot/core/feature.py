@@ -3,6 +3,10 @@
 The core parses the command word and routes to the feature that declared it; features return
 outgoing messages and never talk to a platform directly (pushes go through
 :class:`bot.core.outbound.OutboundRegistry`).
+
+A handler may be a plain ``def`` or an ``async def``. Plain ones are run in a worker thread
+(``asyncio.to_thread``): that is the place for synchronous database work, which must never run on
+the event loop. ``async def`` handlers are awaited on the loop and must not block it.
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ class Context:
 
 
 class Feature(Protocol):
+    """Each handler may also be declared ``async def`` (see the module docstring)."""
+
     #: command words without the slash, e.g. ("meeting", "meetings")
     commands: tuple[str, ...]
     #: callback data prefix this feature owns, e.g. "chk"; None if it has no buttons
@@ -43,10 +49,10 @@ class Feature(Protocol):
     #: lines for /help: (usage with an example, one-line description)
     help_lines: list[tuple[str, str]]
 
-    async def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]: ...
+    def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]: ...
 
-    async def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]: ...
+    def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]: ...
 
-    async def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
+    def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
         """A plain text the feature may consume (e.g. 完成 in a checklist); None = not mine."""
         ...

@@ -26,7 +26,14 @@ class Capabilities(BaseModel):
     files: bool = False  # can send a document (e.g. .ics)
     max_chars: int | None = None  # per-message limit in characters (Telegram 4096)
     max_bytes: int | None = None  # per-message limit in UTF-8 bytes (WeCom 2048)
-    markdown: bool = False
+
+
+class Problem(str, Enum):
+    """Why an incoming message carries nothing the bot can read; the core words the reply."""
+
+    NOT_TEXT = "not_text"  # a picture, voice message, sticker…
+    FILE_TOO_BIG = "file_too_big"  # a document over the upload limit
+    FILE_UNREADABLE = "file_unreadable"  # a document that could not be downloaded
 
 
 class IncomingFile(BaseModel):
@@ -48,6 +55,7 @@ class IncomingMessage(BaseModel):
     callback_data: str | None = None  # set when a button was pressed
     sender_is_chat_admin: bool = False  # adapter's answer to "is this user a group admin?"
     file: IncomingFile | None = None
+    problem: Problem | None = None  # set instead of text when the content cannot be read
 
 
 class Button(BaseModel):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from bot.core.fit import fit
 from bot.core.models import ChatRef, Outbound, OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,10 @@ class OutboundRegistry:
         return platform in self._by_platform
 
     async def send(self, ref: ChatRef, messages: list[OutgoingMessage]) -> None:
-        """Send or raise: callers that must not lose a message (reminders) see the failure."""
+        """Send or raise: callers that must not lose a message (reminders) see the failure.
+
+        The messages are shaped to the adapter's capabilities first (see :mod:`bot.core.fit`)."""
         outbound = self._by_platform.get(ref.platform)
         if outbound is None:
             raise NoAdapter(f"no adapter running for platform {ref.platform!r}")
-        await outbound.send(ref, messages)
+        await outbound.send(ref, fit(messages, outbound.capabilities))

@@ -1,4 +1,6 @@
-"""User-facing Chinese texts of the core (features keep their own next to their code)."""
+"""User-facing Chinese texts of the core and of every adapter (features keep their own next to
+their code). Adapters show no text of their own: what they cannot render is described here, keyed
+on their declared :class:`~bot.core.models.Capabilities`."""
 from __future__ import annotations
 
 START = (
@@ -20,8 +22,19 @@ RATE_LIMITED = "您发送得太快了，请稍等一分钟再提问。"
 EMPTY_QUESTION = "请用文字描述您的问题，例如：党组会议一般多久召开一次？"
 FILE_NOT_EXPECTED = "我只能回答文字提问。如需更新文件库，请管理员在私聊中发送文件。"
 STALE_BUTTON = "这个按钮已失效，请重新发送命令。"
-REFUSAL = (
-    "文件中没有找到与您的问题相关的规定，无法作答。"
-    "我只依据已收录的党内法规和文件回答党建工作程序方面的问题。"
-)
 SERVICE_UNAVAILABLE = "服务暂时不可用，请稍后再试。您的操作没有保存，请稍后重新发送。"
+
+# What an adapter could not read (IncomingMessage.problem).
+NOT_TEXT = "目前只支持文字消息，请直接用文字输入您的问题，例如：党组会议一般多久召开一次？"
+FILE_TOO_BIG = "文件太大了（上限 5 MB），无法处理。"
+FILE_UNREADABLE = "文件下载失败，请稍后再试。"
+
+# What a platform cannot show (Capabilities.buttons / .files).
+BUTTONS_AS_TYPED = "请直接回复以下选项之一：{labels}"
+FILE_NOT_SENT = "（附件 {filename} 无法在这里发送）"
+
+# The console chat.
+CONSOLE_GREETING = "党建助手（控制台）已启动。直接输入问题即可提问；输入 /help 查看全部命令，输入 exit 退出。"
+CONSOLE_BUTTON_HINT = "（输入编号或按钮文字即可选择）"
+CONSOLE_FILE_SAVED = "已保存文件：{path}"
+CONSOLE_GOODBYE = "再见！"

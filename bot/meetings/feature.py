@@ -13,7 +13,6 @@ Cancelling a recurring meeting cancels the whole series (all future occurrences)
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -28,6 +27,7 @@ from bot.meetings.parse import (
     example_add,
     format_local,
     format_offset,
+    no_hash_digits,
     parse_add,
     parse_meeting_number,
 )
@@ -49,11 +49,6 @@ REFUSED = (
     "只有群管理员或机器人管理员可以在群里登记或取消会议。"
     "如需登记自己的会议，请私聊我发送 /meeting add。"
 )
-
-
-def safe_error(text: str) -> str:
-    """Error texts must never contain ``#<digits>`` (which marks a confirmation)."""
-    return re.sub(r"[#＃]\s*(?=\d)", "＃ ", text)
 
 
 def horizon_for(offsets: list[timedelta]) -> timedelta:
@@ -103,8 +98,8 @@ class MeetingsFeature:
             ("/meeting plan", "按文件规定查看应定期召开的会议及本期安排"),
         ]
 
-    async def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
-        """Route ``/meetings`` and ``/meeting <sub> …``."""
+    def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
+        """Route ``/meetings`` and ``/meeting <sub> …`` (in a worker thread: it uses the database)."""
         if command == "meetings":
             return [self._list(ctx)]
         sub, _, rest = args.strip().partition(" ")
@@ -122,13 +117,13 @@ class MeetingsFeature:
             return [self._plan(ctx)]
         if sub_l in _SUB_ICS:
             return [self._ics(ctx, rest)]
-        return [OutgoingMessage(text=safe_error(f"没有“{sub}”这个会议操作。\n\n" + self.help_text()))]
+        return [OutgoingMessage(text=no_hash_digits(f"没有“{sub}”这个会议操作。\n\n" + self.help_text()))]
 
-    async def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
+    def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
         """This feature sends no buttons."""
         return [OutgoingMessage(text="", toast="这个按钮已失效，请重新发送命令。")]
 
-    async def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
+    def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
         """Plain texts are never the meetings feature's."""
         return None
 
@@ -168,7 +163,7 @@ class MeetingsFeature:
         try:
             draft = parse_add(args, now, self.tz)
         except ParseError as exc:
-            return OutgoingMessage(text=safe_error(str(exc)))
+            return OutgoingMessage(text=no_hash_digits(str(exc)))
         meeting, reminders = self.repo.add(
             ctx.ref, draft, timezone_name=self.settings.timezone, offsets=self.offsets,
             now=now, horizon=horizon_for(self.offsets),
@@ -235,15 +230,15 @@ class MeetingsFeature:
         number = parse_meeting_number(args) if args else None
         if number is None:
             return OutgoingMessage(
-                text=safe_error("请写明要取消的会议编号，例如：/meeting cancel 12（编号可用 /meetings 查看）。")
+                text=no_hash_digits("请写明要取消的会议编号，例如：/meeting cancel 12（编号可用 /meetings 查看）。")
             )
         result, meeting = self.repo.cancel(number, ctx.msg.platform, ctx.msg.chat_id, ctx.msg.user_id, self._now())
         if result == "not_found" or meeting is None:
             return OutgoingMessage(
-                text=safe_error(f"没有找到编号为 {number} 的会议。只能取消本群登记的会议，请用 /meetings 查看编号。")
+                text=no_hash_digits(f"没有找到编号为 {number} 的会议。只能取消本群登记的会议，请用 /meetings 查看编号。")
             )
         if result == "already":
-            return OutgoingMessage(text=safe_error(f"编号为 {number} 的会议已经取消过了。"))
+            return OutgoingMessage(text=no_hash_digits(f"编号为 {number} 的会议已经取消过了。"))
         if ctx.in_group:
             self.db.audit(ctx.msg.platform, ctx.msg.user_id, f"meeting cancel #{number} in {ctx.msg.chat_id}", True)
         when = meeting.recurrence.label() if meeting.recurrence else format_local(meeting.starts_at, self.tz)
@@ -255,14 +250,14 @@ class MeetingsFeature:
     def _ics(self, ctx: Context, args: str) -> OutgoingMessage:
         number = parse_meeting_number(args) if args else None
         if number is None:
-            return OutgoingMessage(text=safe_error("请写明会议编号，例如：/meeting ics 12（编号可用 /meetings 查看）。"))
+            return OutgoingMessage(text=no_hash_digits("请写明会议编号，例如：/meeting ics 12（编号可用 /meetings 查看）。"))
         meeting = self.repo.get_in_chat(number, ctx.msg.platform, ctx.msg.chat_id)
         if meeting is None:
             return OutgoingMessage(
-                text=safe_error(f"没有找到编号为 {number} 的会议。只能导出本群登记的会议，请用 /meetings 查看编号。")
+                text=no_hash_digits(f"没有找到编号为 {number} 的会议。只能导出本群登记的会议，请用 /meetings 查看编号。")
             )
         if not meeting.live:
-            return OutgoingMessage(text=safe_error(f"编号为 {number} 的会议已取消，不再提供日历文件。"))
+            return OutgoingMessage(text=no_hash_digits(f"编号为 {number} 的会议已取消，不再提供日历文件。"))
         content = build_ics(meeting, offsets=self.offsets, now=self._now())
         filename = ics_filename(meeting.id)
         caption = f"会议 #{meeting.id} {meeting.meeting_type} 的日历文件，打开即可导入日历。"

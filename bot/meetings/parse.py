@@ -21,7 +21,6 @@ correct example; it never contains ``#<digits>`` (so it cannot be mistaken for a
 """
 from __future__ import annotations
 
-import calendar
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -29,7 +28,11 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from dateutil.rrule import rrulestr
+from icalendar import vRecur
 from pydantic import BaseModel, Field
+
+from retrieval.numerals import parse_int
 
 #: Canonical meeting types; a type not listed (and not an alias) is accepted as written.
 KNOWN_TYPES: tuple[str, ...] = (
@@ -84,7 +87,7 @@ MAX_TOPIC_CHARS = 300
 
 WEEKDAY_NAMES = ("一", "二", "三", "四", "五", "六", "日")
 _WEEKDAY_BY_CHAR = {c: i for i, c in enumerate(WEEKDAY_NAMES)} | {"天": 6, "七": 6}
-_CN_NUM = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10}
+_WEEKDAY_CODES = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 
 _DATE_RE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})$|^(\d{4})年(\d{1,2})月(\d{1,2})[日号]$")
 _TIME_RE = re.compile(r"^(\d{1,2}):(\d{1,2})$")
@@ -145,49 +148,34 @@ class Recurrence(BaseModel):
         return f"每年{self.month}月{self.day_label()} {hm}"
 
     # ------------------------------------------------------------------ calendar
-    def _in_month(self, year: int, month: int) -> date | None:
-        """The rule's day within one month (None if the month has no such day)."""
-        if self.day is not None:
-            return date(year, month, self.day)
-        assert self.weekday is not None and self.nth is not None
-        days_in_month = calendar.monthrange(year, month)[1]
-        if self.nth == -1:
-            last = date(year, month, days_in_month)
-            return last - timedelta(days=(last.weekday() - self.weekday) % 7)
-        first = date(year, month, 1)
-        d = first + timedelta(days=(self.weekday - first.weekday()) % 7 + 7 * (self.nth - 1))
-        return d if d.month == month else None
+    def rrule(self) -> dict[str, object]:
+        """The iCalendar RRULE: the one definition of the dates, used by reminders and ``.ics``.
 
-    def _month_matches(self, month: int) -> bool:
-        if self.freq == "month":
-            return True
-        if self.freq == "quarter":
-            return (month - 1) % 3 == (self.month or 1) - 1
-        return month == self.month
-
-    def dates_from(self, start: date) -> Iterator[date]:
-        """Occurrence dates on or after ``start``, in order (endless)."""
+        Quarterly rules are yearly ones in the three-monthly months, so no DTSTART alignment is
+        needed; the time of day comes from DTSTART."""
+        byday = None if self.weekday is None else _WEEKDAY_CODES[self.weekday]
         if self.freq == "week":
-            assert self.weekday is not None
-            d = start + timedelta(days=(self.weekday - start.weekday()) % 7)
-            while True:
-                yield d
-                d += timedelta(days=7)
-        year, month = start.year, start.month
-        while year <= start.year + 200:
-            if self._month_matches(month):
-                d = self._in_month(year, month)
-                if d is not None and d >= start:
-                    yield d
-            month += 1
-            if month == 13:
-                year, month = year + 1, 1
+            return {"FREQ": "WEEKLY", "BYDAY": byday}
+        rule: dict[str, object] = {"FREQ": "MONTHLY" if self.freq == "month" else "YEARLY"}
+        if self.freq == "quarter":
+            rule["BYMONTH"] = [(self.month or 1) + 3 * q for q in range(4)]
+        elif self.freq == "year":
+            rule["BYMONTH"] = self.month
+        if byday:
+            rule["BYDAY"] = f"{self.nth}{byday}"
+        else:
+            rule["BYMONTHDAY"] = self.day
+        return rule
 
     def occurrences(self, tz: ZoneInfo, after: datetime, until: datetime | None = None) -> Iterator[datetime]:
-        """Occurrences (UTC) strictly after ``after`` and, if given, not after ``until``."""
-        start = after.astimezone(tz).date()
-        for d in self.dates_from(start):
-            at = datetime.combine(d, time(self.hour, self.minute), tzinfo=tz).astimezone(timezone.utc)
+        """Occurrences (UTC) strictly after ``after`` and, if given, not after ``until``.
+
+        The RRULE is expanded by ``dateutil`` on wall-clock times in ``tz``."""
+        local_after = after.astimezone(tz)
+        dtstart = datetime.combine(local_after.date() - timedelta(days=1), time(self.hour, self.minute))
+        text = vRecur(self.rrule()).to_ical().decode("ascii")
+        for local in rrulestr(text, dtstart=dtstart):
+            at = local.replace(tzinfo=tz).astimezone(timezone.utc)
             if at <= after:
                 continue
             if until is not None and at > until:
@@ -197,25 +185,6 @@ class Recurrence(BaseModel):
     def next_after(self, tz: ZoneInfo, after: datetime) -> datetime:
         """The first occurrence (UTC) strictly after ``after``."""
         return next(self.occurrences(tz, after))
-
-    def rrule(self) -> dict[str, object]:
-        """The iCalendar RRULE (DTSTART must be an occurrence, which fixes quarter alignment)."""
-        byday: str | None = None
-        if self.weekday is not None:
-            code = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")[self.weekday]
-            byday = code if self.freq == "week" else f"{self.nth}{code}"
-        if self.freq == "week":
-            return {"FREQ": "WEEKLY", "BYDAY": byday}
-        rule: dict[str, object] = {"FREQ": "YEARLY" if self.freq == "year" else "MONTHLY"}
-        if self.freq == "quarter":
-            rule["INTERVAL"] = 3
-        if self.freq == "year":
-            rule["BYMONTH"] = self.month
-        if byday:
-            rule["BYDAY"] = byday
-        else:
-            rule["BYMONTHDAY"] = self.day
-        return rule
 
 
 class MeetingDraft(BaseModel):
@@ -257,35 +226,16 @@ def _fail(problem: str, now: datetime, tz: ZoneInfo, recurring: bool = False) ->
     if recurring:
         lines.append(f"定期会议例如：{EXAMPLE_RECURRING}")
     lines.append("发送 /meeting help 查看全部写法。")
-    return ParseError(_no_hash_digits("\n".join(lines)))
+    return ParseError(no_hash_digits("\n".join(lines)))
 
 
-def _no_hash_digits(text: str) -> str:
+def no_hash_digits(text: str) -> str:
     """Errors must never look like a confirmation: ``#12`` becomes ``＃ 12``."""
     return re.sub(r"[#＃]\s*(?=\d)", "＃ ", text)
 
 
 def _norm_token(token: str) -> str:
     return unicodedata.normalize("NFKC", token).strip()
-
-
-def _cn_int(text: str) -> int | None:
-    """Parse ``12`` or ``十二``/``二十八`` (1..99); None when not a number."""
-    if text.isdigit():
-        return int(text)
-    if not text or any(c not in _CN_NUM for c in text):
-        return None
-    if text == "十":
-        return 10
-    if text.startswith("十"):
-        return 10 + _CN_NUM[text[1]] if len(text) == 2 else None
-    if len(text) == 1:
-        return _CN_NUM[text]
-    if len(text) == 2 and text[1] == "十":
-        return _CN_NUM[text[0]] * 10
-    if len(text) == 3 and text[1] == "十":
-        return _CN_NUM[text[0]] * 10 + _CN_NUM[text[2]]
-    return None
 
 
 def looks_like_date(token: str) -> bool:
@@ -325,13 +275,13 @@ def parse_time(token: str, now: datetime, tz: ZoneInfo, recurring: bool = False)
 def _day_rule(groups: dict[str, str | None], prefix: str, token: str, now: datetime, tz: ZoneInfo) -> dict:
     g = {k[len(prefix):]: v for k, v in groups.items() if k.startswith(prefix) and v is not None}
     if g.get("nth") is not None:
-        nth = _cn_int(g["nth"])
+        nth = parse_int(g["nth"])
         if nth is None or not 1 <= nth <= 4:
             raise _fail(f"重复规则“{token}”无效：只能写第1至第4个星期几，或“最后一个周X”。", now, tz, True)
         return {"nth": nth, "weekday": _WEEKDAY_BY_CHAR[g["wd"]]}
     if g.get("last") is not None:
         return {"nth": -1, "weekday": _WEEKDAY_BY_CHAR[g["wd2"]]}
-    day = _cn_int(g.get("day") or "")
+    day = parse_int(g.get("day") or "")
     if day is None or not 1 <= day <= 28:
         raise _fail(
             f"重复规则“{token}”无效：每月的日期只能是 1至28日（不是每个月都有29至31日），"
@@ -358,9 +308,9 @@ def parse_recurrence(token: str, hour: int, minute: int, now: datetime, tz: Zone
         return Recurrence(freq="month", hour=hour, minute=minute, **_day_rule(g, "", t, now, tz))
     if g["quarter"] is not None:
         qm_text = g["qm"] or "首月"
-        qm = 1 if qm_text == "首月" else 3 if qm_text in ("末月", "最后一个月") else _cn_int(qm_text[1])
+        qm = 1 if qm_text == "首月" else 3 if qm_text in ("末月", "最后一个月") else parse_int(qm_text[1])
         return Recurrence(freq="quarter", hour=hour, minute=minute, month=qm, **_day_rule(g, "q", t, now, tz))
-    month = _cn_int(g["ym"] or "")
+    month = parse_int(g["ym"] or "")
     if month is None or not 1 <= month <= 12:
         raise _fail(f"重复规则“{token}”无效：月份应为 1至12。", now, tz, True)
     return Recurrence(freq="year", hour=hour, minute=minute, month=month, **_day_rule(g, "y", t, now, tz))

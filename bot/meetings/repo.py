@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 from sqlalchemy import and_, exists, or_, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
+from bot.core.errors import StorageUnavailable
 from bot.core.models import ChatRef, ChatType
 from bot.meetings.parse import MeetingDraft, Recurrence
 from bot.meetings.tables import CANCELLED, DROPPED, LIVE, MISSED, PENDING, SENT, MeetingRow, ReminderRow
@@ -288,7 +289,7 @@ class MeetingRepo:
                     ]
                     s.add_all(new)
                     created += len(new)
-            except (IntegrityError, OperationalError) as exc:
+            except (IntegrityError, StorageUnavailable) as exc:
                 log.info("materialising meeting %s skipped (another process?): %s", info.id, type(exc).__name__)
         return created
 
@@ -346,8 +347,8 @@ class MeetingRepo:
                 r = s.execute(select(_R).where(_R.c.id == reminder_id)).one()
                 m = s.execute(select(_M).where(_M.c.id == r.meeting_id)).one()
                 return DueReminder(reminder=_reminder_info(r), meeting=_meeting_info(m))
-        except OperationalError as exc:  # e.g. SQLite busy beyond busy_timeout: try next tick
-            log.warning("claiming reminder %s failed: %s", reminder_id, exc.orig)
+        except StorageUnavailable as exc:  # e.g. SQLite busy beyond busy_timeout: try next tick
+            log.warning("claiming reminder %s failed: %s", reminder_id, exc)
             return None
 
     def mark_sent(self, reminder_id: int, now: datetime, late: bool) -> bool:

@@ -1,26 +1,31 @@
 """Database access: one SQLAlchemy engine for all state (SQLite by default, PostgreSQL by URL).
 
-Feature modules declare their tables on :class:`Base` (import this module, subclass ``Base``) and
-:meth:`Database.create_schema` creates whatever is missing. On PostgreSQL creation runs under an
-advisory lock so two replicas starting together do not race.
+Feature modules declare their tables on :class:`Base` (import this module, subclass ``Base``); the
+composition root imports them before :meth:`Database.create_schema` creates whatever is missing. On
+PostgreSQL creation runs under an advisory lock so two replicas starting together do not race.
+
+A database that cannot be reached surfaces as :class:`bot.core.errors.StorageUnavailable` from
+every session, never as a driver or SQLAlchemy error.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, Integer, String, TypeDecorator, create_engine, event, select, text
+from sqlalchemy import DateTime, Integer, String, TypeDecorator, create_engine, delete, event, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from bot.core.errors import StorageUnavailable
 
 SCHEMA_VERSION = 1
 _ADVISORY_LOCK_KEY = 0x64616E67  # "dang"
+_UNREACHABLE = (OperationalError, InterfaceError)
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(StorageUnavailable):
     """The database cannot be opened; the message is shown to the operator."""
 
 
@@ -52,6 +57,10 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(timezone.utc)
 
 
+class SchemaTooNew(DatabaseUnavailable):
+    """The database was created by a newer version of the program (retrying cannot help)."""
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -68,7 +77,7 @@ class ProcessedMessage(Base):
     __tablename__ = "processed_messages"
     platform: Mapped[str] = mapped_column(String(32), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class AuditEntry(Base):
@@ -86,14 +95,12 @@ class AuditEntry(Base):
 class Database:
     """Owns the engine and sessions. Construct once, call :meth:`create_schema` at start-up."""
 
-    def __init__(self, url: str, *, connect_retries: int = 3, retry_delay: float = 1.0) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = create_engine(url, pool_pre_ping=True, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._connect_retries = connect_retries
-        self._retry_delay = retry_delay
 
     @property
     def is_postgres(self) -> bool:
@@ -101,29 +108,30 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error."""
-        with self._sessions() as session:
-            try:
-                yield session
-                session.commit()
-            except Exception:
-                session.rollback()
-                raise
+        """A session that commits on success and rolls back on error; an unreachable database
+        raises :class:`StorageUnavailable`."""
+        try:
+            with self._sessions() as session:
+                try:
+                    yield session
+                    session.commit()
+                except Exception:
+                    session.rollback()
+                    raise
+        except _UNREACHABLE as exc:
+            raise StorageUnavailable(f"database unavailable: {type(exc.orig or exc).__name__}") from exc
 
     def create_schema(self) -> None:
-        """Create missing tables (every module's tables must be imported first)."""
-        delay = self._retry_delay
-        for attempt in range(self._connect_retries + 1):
-            try:
-                self._create_schema_once()
-                return
-            except OperationalError as exc:
-                if attempt == self._connect_retries:
-                    raise DatabaseUnavailable(f"无法打开数据库 {self.safe_url}：{exc.orig}") from exc
-                time.sleep(delay)
-                delay *= 2
+        """Create missing tables (every module's tables must be imported first); one attempt.
 
-    def _create_schema_once(self) -> None:
+        Raises :class:`DatabaseUnavailable` (with the URL, password masked) when the database
+        cannot be reached; the composition root retries with backoff."""
+        try:
+            self._create_schema()
+        except _UNREACHABLE as exc:
+            raise DatabaseUnavailable(f"无法打开数据库 {self.safe_url}：{exc.orig}") from exc
+
+    def _create_schema(self) -> None:
         with self.engine.begin() as conn:
             if self.is_postgres:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
@@ -132,7 +140,7 @@ class Database:
             if row is None:
                 conn.execute(SchemaInfo.__table__.insert().values(id=1, version=SCHEMA_VERSION))
             elif row[0] > SCHEMA_VERSION:
-                raise DatabaseUnavailable(
+                raise SchemaTooNew(
                     f"数据库结构版本 {row[0]} 比本程序支持的 {SCHEMA_VERSION} 新，请升级程序。"
                 )
 
@@ -150,6 +158,11 @@ class Database:
             return True
         except IntegrityError:
             return False
+
+    def forget_messages(self, seen_before: datetime) -> int:
+        """Delete message ids recorded before ``seen_before`` (past every platform's retries)."""
+        with self.session() as s:
+            return s.execute(delete(ProcessedMessage).where(ProcessedMessage.seen_at < seen_before)).rowcount
 
     def audit(self, platform: str, user_id: str, action: str, allowed: bool) -> None:
         with self.session() as s:
