@@ -14,17 +14,10 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
+from bot.core import texts
 from bot.core.engine import Core
-from bot.core.models import (
-    Capabilities,
-    ChatRef,
-    ChatType,
-    IncomingMessage,
-    OutgoingFile,
-    OutgoingMessage,
-)
+from bot.core.models import Capabilities, ChatRef, ChatType, IncomingMessage, OutgoingFile, OutgoingMessage
 from bot.settings import Settings
-from bot.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +27,6 @@ USER_ID = "console"
 CAPABILITIES = Capabilities(buttons=True, files=True)
 EXIT_WORDS = frozenset({"exit", "quit", "/quit"})
 
-GREETING = "党建助手（控制台）已启动。直接输入问题即可提问；输入 /help 查看全部命令，输入 exit 退出。"
-BUTTON_HINT = "（输入编号或按钮文字即可选择）"
-FILE_SAVED = "已保存文件：{path}"
-GOODBYE = "再见！"
 PROMPT = "> "
 
 
@@ -63,7 +52,7 @@ class ConsoleSession:
             if message.text.strip():
                 self.write(message.text.strip("\n"))
             if message.file is not None:
-                self.write(FILE_SAVED.format(path=self._save(message.file)))
+                self.write(texts.CONSOLE_FILE_SAVED.format(path=self._save(message.file)))
             for row in message.buttons:
                 for button in row:
                     number += 1
@@ -71,7 +60,7 @@ class ConsoleSession:
                     buttons[str(number)] = button.data
                     buttons.setdefault(button.label.strip(), button.data)
             if message.buttons:
-                self.write(BUTTON_HINT)
+                self.write(texts.CONSOLE_BUTTON_HINT)
             self.write()
         if buttons or not push:
             self._buttons = buttons
@@ -145,16 +134,17 @@ async def _read_line(stdin: TextIO) -> str | object:
 async def run(
     settings: Settings,
     core: Core,
-    db: Database,
+    db: object = None,
     stdin: TextIO = sys.stdin,
     stdout: TextIO = sys.stdout,
 ) -> None:
-    """Chat in the terminal until EOF, ``exit``/``quit``/``/quit`` or Ctrl-C."""
+    """Chat in the terminal until EOF, ``exit``/``quit``/``/quit`` or Ctrl-C (``db`` is unused:
+    one console user never needs deduplication)."""
     session = ConsoleSession(stdout, settings.data_dir / "outbox")
     core.outbound.register(PLATFORM, ConsoleOutbound(session))
     interactive = _isatty(stdin)
     ids = itertools.count(1)
-    session.write(GREETING)
+    session.write(texts.CONSOLE_GREETING)
     session.write()
     try:
         while True:
@@ -190,7 +180,7 @@ async def run(
     except KeyboardInterrupt:
         pass
     finally:
-        session.write(GOODBYE)
+        session.write(texts.CONSOLE_GOODBYE)
 
 
 def _isatty(stream: TextIO) -> bool:

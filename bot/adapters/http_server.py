@@ -8,12 +8,59 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
+import httpx
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from bot.adapters.delivery import Inbox, InboxOptions, SeenMessages
+
 log = logging.getLogger(__name__)
+
+
+class CallbackAdapter(Protocol):
+    """What a callback adapter offers :func:`serve_adapter`."""
+
+    def router(self) -> APIRouter: ...
+
+    def health(self) -> dict: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class InboxLifecycle:
+    """Start, join, health and close of a callback adapter: its :class:`Inbox` of received
+    messages and the HTTP client it may own (closed with it)."""
+
+    inbox: Inbox
+    _http: httpx.AsyncClient
+    _own_http: bool
+
+    def _open_inbox(self, platform: str, handle: Callable[[Any], Awaitable[None]], seen: SeenMessages,
+                    options: InboxOptions, http: httpx.AsyncClient | None, timeout: httpx.Timeout) -> None:
+        self._own_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout)
+        self.inbox = Inbox(platform, handle, seen, options)
+
+    async def start(self) -> None:
+        self.inbox.start()
+
+    async def join(self) -> None:
+        """Wait until every accepted message has been handled (tests and shutdown)."""
+        await self.inbox.join()
+
+    async def aclose(self) -> None:
+        """Finish queued work (for a few seconds), stop the workers, close our HTTP client."""
+        await self.inbox.aclose()
+        if self._own_http:
+            await self._http.aclose()
+
+    def health(self) -> dict:
+        return {f"{self.inbox.platform}_queue": self.inbox.size}
 
 MAX_BODY_BYTES = 256 * 1024  # callbacks are small; anything larger is refused with 413
 
@@ -59,3 +106,13 @@ async def serve_http(app: FastAPI, host: str, port: int) -> None:
         server.should_exit = True  # graceful: close the listening socket, finish requests
         await task
         raise
+
+
+async def serve_adapter(adapter: CallbackAdapter, host: str, port: int) -> None:
+    """Start ``adapter``, serve its callback route (plus /healthz) until cancelled, then close it
+    (its queued messages are drained first)."""
+    await adapter.start()
+    try:
+        await serve_http(build_http_app([adapter.router()], health=adapter.health), host, port)
+    finally:
+        await adapter.aclose()

@@ -2,16 +2,16 @@
 
 Flow of one message: DingTalk POSTs the robot message JSON to ``/dingtalk/callback`` with
 ``timestamp``/``sign`` headers → we check the sign (403 otherwise), parse the body (400 when
-malformed), claim ``msgId`` in the database (a redelivery is acknowledged and dropped), queue it
-and answer 200 at once. A background worker asks the core and posts the replies to *that*
-message's ``sessionWebhook``. Pushes without a message to answer (reminders, reports) go through
-the robot OpenAPI: ``oToMessages/batchSend`` to the user, with a cached access token.
+malformed), queue it in the :class:`~bot.adapters.delivery.Inbox` and answer 200 at once — or
+503 when the inbox is full, so that DingTalk retries. A worker claims ``msgId`` (a redelivery is
+dropped), asks the core and posts the replies to *that* message's ``sessionWebhook``. Pushes
+without a message to answer (reminders, reports) go through the robot OpenAPI
+(:mod:`bot.adapters.dingtalk.client`).
 
 See /work/shared/protocols/dingtalk.md for the wire formats.
 """
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
@@ -25,13 +25,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bot.adapters.dingtalk_sign import SignatureError, check_sign
-from bot.adapters.http_server import build_http_app, serve_http
+from bot.adapters.delivery import InboxOptions, SeenMessages, protect
+from bot.adapters.dingtalk.client import HTTP_TIMEOUT, DingTalkApi, DingTalkError, describe
+from bot.adapters.dingtalk.sign import SignatureError, check_sign
+from bot.adapters.http_server import InboxLifecycle, serve_adapter
 from bot.core.engine import Core
-from bot.core.models import Capabilities, ChatRef, ChatType, IncomingMessage, OutgoingMessage
+from bot.core.models import Capabilities, ChatRef, ChatType, IncomingMessage, OutgoingMessage, Problem
 from bot.core.split import split_text
 from bot.settings import Settings
-from bot.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -39,37 +40,10 @@ PLATFORM = "dingtalk"
 #: Per-message limit we cut to. DingTalk documents 15 000 bytes for a group msgParam and nothing
 #: for sessionWebhook texts; 5 000 UTF-8 bytes keeps every message comfortably readable and safe.
 MAX_BYTES = 5000
-CAPABILITIES = Capabilities(buttons=False, files=False, max_bytes=MAX_BYTES, markdown=True)
-
+CAPABILITIES = Capabilities(buttons=False, files=False, max_bytes=MAX_BYTES)
 CALLBACK_PATH = "/dingtalk/callback"
-TOKEN_PATH = "/v1.0/oauth2/accessToken"
-BATCH_SEND_PATH = "/v1.0/robot/oToMessages/batchSend"
-GROUP_SEND_PATH = "/v1.0/robot/groupMessages/send"
-TOKEN_HEADER = "x-acs-dingtalk-access-token"
-
-UNSUPPORTED_MESSAGE = "我目前只能阅读文字消息，请直接用文字提问，例如：党组会议一般多久召开一次？"
-BUTTONS_HINT = "请直接回复以下文字之一："
-FILE_OMITTED = "（附件 {filename} 无法在钉钉中发送）"
-
-_WORKERS = 4
-_QUEUE_SIZE = 1000
-_DRAIN_SECONDS = 5.0
-_TOKEN_MARGIN_SECONDS = 300  # refresh this long before DingTalk says the token expires
-_HTTP_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
-class DingTalkError(RuntimeError):
-    """A DingTalk OpenAPI call failed. Carries the HTTP status and DingTalk's error code only."""
-
-    def __init__(self, operation: str, status: int | None, code: str | None = None, detail: str = "") -> None:
-        self.operation = operation
-        self.status = status
-        self.code = code
-        super().__init__(f"DingTalk {operation} failed (HTTP {status}, code {code or '-'}) {detail}".strip())
-
-
-# ----------------------------------------------------------------------------------------------
-# The callback body
 class _TextBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     content: str = ""
@@ -113,10 +87,6 @@ class RobotMessage(BaseModel):
     def user_id(self) -> str:
         return self.sender_staff_id or self.sender_id or ""
 
-    @property
-    def addressed(self) -> bool:
-        return self.chat_type == ChatType.PRIVATE or self.is_in_at_list
-
     def plain_text(self) -> str | None:
         """The user's text (mention already removed by DingTalk, spaces stripped); None = not text."""
         if self.msgtype == "text":
@@ -129,40 +99,15 @@ class RobotMessage(BaseModel):
                     return "".join(words).strip()
         return None
 
-
-def to_incoming(m: RobotMessage) -> IncomingMessage | None:
-    """The core's view of a robot message; None for message types without text (pictures…)."""
-    text = m.plain_text()
-    if text is None:
-        return None
-    return IncomingMessage(
-        platform=PLATFORM,
-        chat_id=m.conversation_id,
-        chat_type=m.chat_type,
-        user_id=m.user_id,
-        user_name=m.sender_nick,
-        text=text,
-        message_id=m.msg_id,
-        addressed=m.addressed,
-    )
-
-
-def render_texts(messages: list[OutgoingMessage], max_bytes: int = MAX_BYTES) -> list[str]:
-    """Plain-text chunks for DingTalk: buttons become typed replies, files a note; split to size."""
-    chunks: list[str] = []
-    for message in messages:
-        text = message.text or message.toast or ""
-        labels = [b.label for row in message.buttons for b in row]
-        if labels:
-            text = (text + "\n\n" if text else "") + BUTTONS_HINT + "\n" + "\n".join(f"· {x}" for x in labels)
-        if message.file is not None:
-            text = (text + "\n\n" if text else "") + FILE_OMITTED.format(filename=message.file.filename)
-        chunks.extend(split_text(text, max_bytes=max_bytes))
-    return chunks
-
-
-def _text_payload(text: str) -> dict[str, Any]:
-    return {"msgtype": "text", "text": {"content": text}}
+    def to_incoming(self) -> IncomingMessage:
+        """The core's view; pictures, voice… become a message it cannot read."""
+        text = self.plain_text()
+        return IncomingMessage(
+            platform=PLATFORM, chat_id=self.conversation_id, chat_type=self.chat_type, user_id=self.user_id,
+            user_name=self.sender_nick, text=text or "", message_id=self.msg_id,
+            addressed=self.chat_type == ChatType.PRIVATE or self.is_in_at_list,
+            problem=Problem.NOT_TEXT if text is None else None,
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -174,64 +119,25 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-# ----------------------------------------------------------------------------------------------
-class DingTalkAdapter:
+def _texts(messages: list[OutgoingMessage]) -> list[str]:
+    return [chunk for m in messages for chunk in split_text(m.text, max_bytes=MAX_BYTES)]
+
+
+class DingTalkAdapter(InboxLifecycle):
     """Receives robot callbacks, answers through sessionWebhook, pushes through the OpenAPI."""
 
     capabilities: Capabilities = CAPABILITIES
 
-    def __init__(
-        self,
-        settings: Settings,
-        core: Core,
-        db: Database,
-        http: httpx.AsyncClient | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, core: Core, seen: SeenMessages, http: httpx.AsyncClient | None = None,
+                 clock: Callable[[], float] = time.time, options: InboxOptions = InboxOptions()) -> None:
+        """``clock`` (seconds since the epoch) judges sign timestamps, webhook and token expiry."""
+        self._secret = settings.dingtalk_app_secret or ""
+        protect(self._secret)
         self.core = core
-        self.db = db
         self._clock = clock
-        self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=_HTTP_TIMEOUT)
-        self._api_base = settings.dingtalk_api_base.rstrip("/")
-        self._api_host = (urlsplit(self._api_base).hostname or "").lower()
-        self._queue: asyncio.Queue[RobotMessage] = asyncio.Queue(maxsize=_QUEUE_SIZE)
-        self._workers: list[asyncio.Task[None]] = []
-        self._token: str | None = None
-        self._token_expires_at = 0.0
-        self._token_lock = asyncio.Lock()
-
-    # -- lifecycle -------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Start the background workers that answer queued messages (idempotent)."""
-        self._ensure_workers()
-
-    def _ensure_workers(self) -> None:
-        if self._workers:
-            return
-        self._workers = [asyncio.create_task(self._worker(), name=f"dingtalk-worker-{i}") for i in range(_WORKERS)]
-
-    async def join(self) -> None:
-        """Wait until every accepted message has been answered (used by tests and shutdown)."""
-        await self._queue.join()
-
-    async def aclose(self) -> None:
-        """Finish queued work (for a few seconds), stop the workers, close our HTTP client."""
-        if self._workers:
-            try:
-                await asyncio.wait_for(self._queue.join(), _DRAIN_SECONDS)
-            except asyncio.TimeoutError:
-                log.warning("dingtalk: %d queued message(s) left unanswered at shutdown", self._queue.qsize())
-            for task in self._workers:
-                task.cancel()
-            await asyncio.gather(*self._workers, return_exceptions=True)
-            self._workers = []
-        if self._own_http:
-            await self._http.aclose()
-
-    def health(self) -> dict[str, Any]:
-        return {"dingtalk_queue": self._queue.qsize()}
+        self._open_inbox(PLATFORM, self._process, seen, options, http, HTTP_TIMEOUT)
+        self.api = DingTalkApi(self._http, settings, clock)
+        self._api_host = (urlsplit(self.api.api_base).hostname or "").lower()
 
     # -- receiving -------------------------------------------------------------------------------
     def router(self) -> APIRouter:
@@ -244,92 +150,51 @@ class DingTalkAdapter:
         return int(self._clock() * 1000)
 
     async def _callback(self, request: Request) -> Response:
-        if not self.settings.dingtalk_app_secret:  # an empty key would make every sign forgeable
+        if not self._secret:  # an empty key would make every sign forgeable
             log.error("dingtalk: DANGJIAN_DINGTALK_APP_SECRET is not set; refusing callbacks")
             return PlainTextResponse("forbidden", status_code=403)
         try:
-            check_sign(
-                request.headers.get("timestamp"),
-                request.headers.get("sign"),
-                self.settings.dingtalk_app_secret,
-                self._now_ms(),
-            )
+            check_sign(request.headers.get("timestamp"), request.headers.get("sign"), self._secret, self._now_ms())
         except SignatureError as exc:
             client = request.client.host if request.client else "?"
             log.warning("dingtalk: rejected callback from %s: %s", client, exc)
             return PlainTextResponse("forbidden", status_code=403)
-        body = await request.body()
         try:
-            data = json.loads(body)
+            data = json.loads(await request.body())
             if not isinstance(data, dict):
                 raise ValueError("body is not a JSON object")
             message = RobotMessage.model_validate(data)
         except (ValueError, ValidationError) as exc:  # JSONDecodeError and UnicodeDecodeError too
             log.warning("dingtalk: malformed callback body: %s", type(exc).__name__)
             return PlainTextResponse("bad request", status_code=400)
-        if self._queue.full():
-            log.error("dingtalk: queue full, asking DingTalk to retry %s later", message.msg_id)
-            return PlainTextResponse("busy", status_code=503)
-        try:
-            first = await asyncio.to_thread(self.db.claim_message, PLATFORM, message.msg_id)
-        except Exception:
-            log.exception("dingtalk: cannot record message id")
-            return PlainTextResponse("storage unavailable", status_code=503)
-        if not first:
-            log.info("dingtalk: duplicate delivery of %s ignored", message.msg_id)
-            return JSONResponse({})
-        self._ensure_workers()
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
-            log.error("dingtalk: queue full, message %s dropped", message.msg_id)
+        if not self.inbox.offer(message.user_id, message.msg_id, message):
+            return PlainTextResponse("busy", status_code=503)  # not claimed: DingTalk's retry is answered
         return JSONResponse({})
 
-    async def _worker(self) -> None:
-        while True:
-            message = await self._queue.get()
-            try:
-                await self._process(message)
-            except Exception:
-                log.exception("dingtalk: failed to answer %s", message.msg_id)
-            finally:
-                self._queue.task_done()
-
     async def _process(self, message: RobotMessage) -> None:
-        incoming = to_incoming(message)
-        if incoming is None:
-            replies = [OutgoingMessage(text=UNSUPPORTED_MESSAGE)] if message.addressed else []
-        else:
-            replies = await self.core.handle(incoming, CAPABILITIES)
-        chunks = render_texts(replies)
+        chunks = _texts(await self.core.handle(message.to_incoming(), CAPABILITIES))
         if chunks:
             await self._reply(message, chunks)
 
     async def _reply(self, message: RobotMessage, chunks: list[str]) -> None:
         """Post to the message's sessionWebhook; when it is unusable, push through the OpenAPI."""
         remaining = list(chunks)
-        url = message.session_webhook
-        if url and self._webhook_usable(message):
+        if message.session_webhook and self._webhook_usable(message):
             while remaining:
                 try:
-                    await self._post_session(url, remaining[0])
+                    await self.api.reply(message.session_webhook, remaining[0])
                 except (httpx.HTTPError, DingTalkError) as exc:
-                    log.warning("dingtalk: sessionWebhook reply failed (%s); using the OpenAPI", _describe(exc))
+                    log.warning("dingtalk: sessionWebhook reply failed (%s); using the OpenAPI", describe(exc))
                     break
                 remaining.pop(0)
-        if not remaining:
-            return
-        ref = ChatRef(
-            platform=PLATFORM, chat_id=message.conversation_id, chat_type=message.chat_type, user_id=message.user_id
-        )
-        outgoing = [OutgoingMessage(text=c) for c in remaining]
         try:
-            if message.chat_type == ChatType.GROUP:
-                await self.send_group(message.conversation_id, outgoing)
-            else:
-                await self.send(ref, outgoing)
+            for text in remaining:
+                if message.chat_type == ChatType.GROUP:
+                    await self.api.send_to_group(message.conversation_id, text)
+                else:
+                    await self.api.send_to_user(message.user_id, text)
         except (httpx.HTTPError, DingTalkError) as exc:
-            log.error("dingtalk: could not deliver the answer to %s: %s", message.msg_id, _describe(exc))
+            log.error("dingtalk: could not deliver the answer to %s: %s", message.msg_id, describe(exc))
 
     def _webhook_usable(self, message: RobotMessage) -> bool:
         expires = message.session_webhook_expired_time
@@ -350,14 +215,6 @@ class DingTalkAdapter:
             return False
         return True
 
-    async def _post_session(self, url: str, text: str) -> None:
-        response = await self._http.post(url, json=_text_payload(text))
-        data = _json_or_none(response)
-        errcode = data.get("errcode", 0) if isinstance(data, dict) else None
-        if response.status_code >= 400 or errcode not in (0, None):
-            # The URL carries a session credential: keep it out of errors and logs.
-            raise DingTalkError("sessionWebhook reply", response.status_code, str(errcode))
-
     # -- pushing ---------------------------------------------------------------------------------
     async def send(self, ref: ChatRef, messages: list[OutgoingMessage]) -> None:
         """Push to ``ref.user_id`` through ``oToMessages/batchSend``; raise when DingTalk refuses.
@@ -365,117 +222,11 @@ class DingTalkAdapter:
         This is the :class:`bot.core.models.Outbound` entry point: reminders go to the user who
         registered the meeting, privately, whatever chat the meeting was registered in.
         """
-        for text in render_texts(messages):
-            body = {
-                "robotCode": self._robot_code(),
-                "userIds": [ref.user_id],
-                "msgKey": "sampleText",
-                "msgParam": json.dumps({"content": text}, ensure_ascii=False),
-            }
-            data = await self._api_post(BATCH_SEND_PATH, body, "batchSend")
-            for field in ("invalidStaffIdList", "flowControlledStaffIdList"):
-                missed = data.get(field) or []
-                if missed:
-                    log.warning("dingtalk: batchSend %s: %s", field, missed)
-                    if ref.user_id in missed:
-                        raise DingTalkError("batchSend", 200, field, f"user {ref.user_id} not reached")
-
-    async def send_group(self, conversation_id: str, messages: list[OutgoingMessage]) -> None:
-        """Post to a group (``openConversationId`` = the callback's conversationId)."""
-        for text in render_texts(messages):
-            body = {
-                "robotCode": self._robot_code(),
-                "openConversationId": conversation_id,
-                "msgKey": "sampleText",
-                "msgParam": json.dumps({"content": text}, ensure_ascii=False),
-            }
-            await self._api_post(GROUP_SEND_PATH, body, "groupMessages/send")
-
-    def _robot_code(self) -> str:
-        """The robot's code; for an enterprise-internal app robot it is normally the AppKey."""
-        code = self.settings.dingtalk_robot_code or self.settings.dingtalk_app_key
-        if not code:
-            raise ValueError("DANGJIAN_DINGTALK_ROBOT_CODE is not set")
-        return code
-
-    async def _api_post(self, path: str, body: dict[str, Any], operation: str) -> dict[str, Any]:
-        """POST to the OpenAPI with the access token; on an auth error refetch it once and retry."""
-        for attempt in range(2):
-            token = await self._access_token()
-            response = await self._http.post(self._api_base + path, json=body, headers={TOKEN_HEADER: token})
-            data = _json_or_none(response)
-            if _is_auth_error(response.status_code, data) and attempt == 0:
-                log.info("dingtalk: access token rejected by %s; fetching a new one", operation)
-                self._drop_token(token)
-                continue
-            if response.status_code >= 400 or not isinstance(data, dict):
-                raise DingTalkError(operation, response.status_code, _code(data), _message(data))
-            return data
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _access_token(self) -> str:
-        """The cached token, or a new one (one fetch at a time, whoever asks concurrently)."""
-        async with self._token_lock:
-            if self._token and self._clock() < self._token_expires_at:
-                return self._token
-            key, secret = self.settings.dingtalk_app_key, self.settings.dingtalk_app_secret
-            if not key or not secret:
-                raise ValueError("DANGJIAN_DINGTALK_APP_KEY and DANGJIAN_DINGTALK_APP_SECRET must be set")
-            response = await self._http.post(self._api_base + TOKEN_PATH, json={"appKey": key, "appSecret": secret})
-            data = _json_or_none(response)
-            token = data.get("accessToken") if isinstance(data, dict) else None
-            if response.status_code >= 400 or not isinstance(token, str) or not token:
-                raise DingTalkError("accessToken", response.status_code, _code(data), _message(data))
-            try:
-                expire_in = float(data.get("expireIn", 7200))
-            except (TypeError, ValueError):
-                expire_in = 7200.0
-            self._token = token
-            self._token_expires_at = self._clock() + expire_in - min(_TOKEN_MARGIN_SECONDS, expire_in / 2)
-            return token
-
-    def _drop_token(self, token: str) -> None:
-        if self._token == token:
-            self._token = None
-            self._token_expires_at = 0.0
+        for text in _texts(messages):
+            await self.api.send_to_user(ref.user_id, text)
 
 
-def _describe(exc: Exception) -> str:
-    """An error for the log: our own messages are clean; httpx ones may carry a session URL."""
-    return str(exc) if isinstance(exc, DingTalkError) else type(exc).__name__
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _code(data: Any) -> str | None:
-    if isinstance(data, dict):
-        code = data.get("code", data.get("errcode"))
-        return None if code is None else str(code)[:100]
-    return None
-
-
-def _message(data: Any) -> str:
-    if isinstance(data, dict):
-        text = data.get("message", data.get("errmsg"))
-        return str(text)[:200] if text else ""
-    return ""
-
-
-def _is_auth_error(status: int, data: Any) -> bool:
-    """401, or DingTalk's token error codes (InvalidAuthentication, …accessToken…)."""
-    if status == 401:
-        return True
-    code = (_code(data) or "").lower()
-    return status >= 400 and ("invalidauthentication" in code or "accesstoken" in code)
-
-
-# ----------------------------------------------------------------------------------------------
-async def run(settings: Settings, core: Core, db: Database) -> None:
+async def run(settings: Settings, core: Core, db: SeenMessages) -> None:
     """Serve DingTalk callbacks on ``settings.http_host:http_port`` until cancelled."""
     if settings.dingtalk_mode == "stream":
         raise ValueError(
@@ -491,10 +242,5 @@ async def run(settings: Settings, core: Core, db: Database) -> None:
         raise ValueError("DingTalk adapter needs these settings: " + ", ".join(missing))
     adapter = DingTalkAdapter(settings, core, db)
     core.outbound.register(PLATFORM, adapter)
-    await adapter.start()
-    try:
-        app = build_http_app([adapter.router()], health=adapter.health)
-        log.info("dingtalk: callback endpoint %s", CALLBACK_PATH)
-        await serve_http(app, settings.http_host, settings.http_port)
-    finally:
-        await adapter.aclose()
+    log.info("dingtalk: callback endpoint %s", CALLBACK_PATH)
+    await serve_adapter(adapter, settings.http_host, settings.http_port)

@@ -1,21 +1,21 @@
 """Telegram adapter: python-telegram-bot v22 ↔ the platform-neutral core.
 
-Long polling by default; a webhook (PTB's built-in tornado server, secret header checked) when
+Long polling by default; a webhook (PTB's built-in server, secret header checked) when
 ``DANGJIAN_TELEGRAM_WEBHOOK_URL`` is set. Updates of one chat are handled in order, different
 chats concurrently. Replies are sent as plain text (no parse mode, so Chinese citations never
 fail with "can't parse entities"), split to Telegram's 4096 characters, buttons on the last chunk.
+Flood control (429 with ``retry_after``) is PTB's :class:`~telegram.ext.AIORateLimiter`.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
-import warnings
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from telegram import (
@@ -24,13 +24,13 @@ from telegram import (
     InlineKeyboardMarkup,
     InputFile,
     Message,
-    MessageEntity,
     ReplyParameters,
     Update,
 )
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType as TgChatType
-from telegram.error import InvalidToken, RetryAfter, TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
+    AIORateLimiter,
     Application,
     ApplicationHandlerStop,
     BaseUpdateProcessor,
@@ -40,20 +40,14 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+from telegram.request import BaseRequest
 
-from bot.core.engine import Core, parse_command
-from bot.core.models import (
-    Button,
-    Capabilities,
-    ChatRef,
-    ChatType,
-    IncomingFile,
-    IncomingMessage,
-    OutgoingMessage,
-)
+from bot.adapters.delivery import SeenMessages, first_delivery, protect
+from bot.adapters.telegram.addressing import addressing
+from bot.core.engine import Core
+from bot.core.models import Button, Capabilities, ChatRef, ChatType, IncomingFile, IncomingMessage, OutgoingMessage, Problem
 from bot.core.split import split_text
 from bot.settings import Settings
-from bot.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +57,12 @@ CAPABILITIES = Capabilities(buttons=True, files=True, max_chars=4096)
 MAX_DOWNLOAD_BYTES = 5 * 1024 * 1024
 MAX_CAPTION_CHARS = 1024
 MAX_TOAST_CHARS = 200
-MAX_RETRY_AFTER_SECONDS = 30.0
 MAX_CONCURRENT_UPDATES = 64
 ALLOWED_UPDATES = ["message", "callback_query"]  # edited messages and channel posts: not wanted
 
-NON_TEXT_HINT = "目前只能回答文字问题，请用文字描述您的问题。"
-FILE_TOO_BIG = "文件太大了（上限 5 MB），无法处理。"
-FILE_DOWNLOAD_FAILED = "文件下载失败，请稍后再试。"
-
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _COMMAND_NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
-#: loggers that may print the token (request URLs) or the webhook secret (call parameters)
-_SENSITIVE_LOGGERS = ("httpx", "telegram.Bot", "telegram.ext.ExtBot")
 _ADMIN_STATUSES = {ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR}
-
-T = TypeVar("T")
 
 
 def derive_base_file_url(base_url: str) -> str:
@@ -87,56 +72,6 @@ def derive_base_file_url(base_url: str) -> str:
         return base[: -len("/bot")] + "/file/bot"
     parts = urlsplit(base)
     return f"{parts.scheme}://{parts.netloc}/file/bot"
-
-
-_MARK = "\x00"
-
-
-def strip_spans(text: str, spans: list[tuple[int, int]]) -> str:
-    """Remove (offset, length) spans, given in UTF-16 code units like Telegram entities, together
-    with the punctuation a mention leaves behind (``请问@bot，党组…`` → ``请问党组…``)."""
-    raw = text.encode("utf-16-le")
-    mark = _MARK.encode("utf-16-le")
-    for offset, length in sorted(spans, reverse=True):
-        raw = raw[: offset * 2] + mark + raw[(offset + length) * 2 :]
-    cleaned = raw.decode("utf-16-le", errors="ignore")
-
-    def join(match: re.Match[str]) -> str:
-        before = cleaned[match.start() - 1] if match.start() > 0 else ""
-        after = cleaned[match.end()] if match.end() < len(cleaned) else ""
-        cjk = before > "\u2e7f" and after > "\u2e7f"  # no space between Chinese characters
-        return "" if cjk or not before or not after else " "
-
-    cleaned = re.sub(rf"[ \t]*{_MARK}[\s,，:：、]*", join, cleaned)
-    return cleaned.strip()
-
-
-@dataclass(frozen=True)
-class Addressing:
-    """Whether a message is for the bot, and its text without the bot's mention."""
-
-    addressed: bool
-    text: str
-    command: str | None  # the command word when the text is a command for this bot
-
-
-class _RedactSecrets(logging.Filter):
-    """Replace the bot token and webhook secret in log records of chatty HTTP loggers."""
-
-    def __init__(self, secrets_: list[str]) -> None:
-        super().__init__()
-        self._secrets = [s for s in secrets_ if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # pragma: no cover - malformed record, leave it alone
-            return True
-        if any(s in message for s in self._secrets):
-            for s in self._secrets:
-                message = message.replace(s, "<redacted>")
-            record.msg, record.args = message, ()
-        return True
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -171,11 +106,14 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
 
 
 class TelegramAdapter:
-    """Runs one PTB :class:`Application` and implements the core's ``Outbound`` for pushes."""
+    """Runs one PTB :class:`Application` and implements the core's ``Outbound`` for pushes.
+
+    ``request`` replaces PTB's HTTP client (tests pass a recording one)."""
 
     capabilities = CAPABILITIES
 
-    def __init__(self, settings: Settings, core: Core, db: Database, *, poll_timeout: float = 10.0) -> None:
+    def __init__(self, settings: Settings, core: Core, seen: SeenMessages, *, poll_timeout: float = 10.0,
+                 request: BaseRequest | None = None) -> None:
         if not settings.telegram_token:
             raise ValueError("DANGJIAN_TELEGRAM_TOKEN is not set")
         secret = settings.telegram_webhook_secret
@@ -183,12 +121,13 @@ class TelegramAdapter:
             raise ValueError("DANGJIAN_TELEGRAM_WEBHOOK_SECRET: use 1–256 characters of A-Z a-z 0-9 _ -")
         self._settings = settings
         self._core = core
-        self._db = db
+        self._seen = seen
         self._token = settings.telegram_token
         self._poll_timeout = poll_timeout
+        self._request = request
         self._webhook_secret = secret or secrets.token_urlsafe(32)
+        protect(self._token, self._webhook_secret)
         self._app: Application | None = None
-        self._redactor = _RedactSecrets([self._token, self._webhook_secret])
         self._username = ""
         self._bot_id = 0
 
@@ -199,7 +138,7 @@ class TelegramAdapter:
 
     @property
     def username(self) -> str:
-        """The bot's username from getMe (empty before :meth:`start`)."""
+        """The bot's username from getMe (empty before :meth:`initialize`)."""
         return self._username
 
     @property
@@ -210,14 +149,17 @@ class TelegramAdapter:
 
     def _build(self) -> Application:
         s = self._settings
-        app = (
+        builder = (
             Application.builder()
             .token(self._token)
             .base_url(s.telegram_base_url)
             .base_file_url(s.telegram_base_file_url or derive_base_file_url(s.telegram_base_url))
             .concurrent_updates(PerChatUpdateProcessor())
-            .build()
+            .rate_limiter(AIORateLimiter(max_retries=1))
         )
+        if self._request is not None:
+            builder = builder.request(self._request).get_updates_request(self._request)
+        app = builder.build()
         if self.webhook_mode:
             app.add_handler(TypeHandler(Update, self._claim_update), group=-1)
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
@@ -225,42 +167,46 @@ class TelegramAdapter:
         app.add_error_handler(self._on_error)
         return app
 
-    async def start(self) -> None:
-        """Connect (getMe), register the command menu, and start polling or the webhook."""
+    async def initialize(self) -> Application:
+        """Connect (getMe) and register the command menu; updates can then be processed."""
         if self._app is not None:
             raise RuntimeError("Telegram adapter already started")
-        for name in _SENSITIVE_LOGGERS:
-            logging.getLogger(name).addFilter(self._redactor)
         app = self._build()
         try:
-            try:
-                await app.initialize()
-            except InvalidToken:
-                raise RuntimeError("Telegram rejected the bot token (DANGJIAN_TELEGRAM_TOKEN)") from None
+            await app.initialize()
             self._username = app.bot.username or ""
             self._bot_id = app.bot.id
             await self._register_commands(app)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await app.shutdown()
+            if isinstance(exc, InvalidToken):
+                raise RuntimeError("Telegram rejected the bot token (DANGJIAN_TELEGRAM_TOKEN)") from None
+            raise
+        self._app = app
+        return app
+
+    async def start(self) -> None:
+        """:meth:`initialize`, then start polling or the webhook."""
+        app = await self.initialize()
+        try:
             await app.start()
             assert app.updater is not None
             if self.webhook_mode:
                 url = self._settings.telegram_webhook_url or ""
                 await app.updater.start_webhook(
-                    listen=self._settings.telegram_webhook_listen,
-                    port=self._settings.telegram_webhook_port,
-                    url_path=urlsplit(url).path.lstrip("/"),
-                    webhook_url=url,
-                    secret_token=self._webhook_secret,
-                    allowed_updates=ALLOWED_UPDATES,
+                    listen=self._settings.telegram_webhook_listen, port=self._settings.telegram_webhook_port,
+                    url_path=urlsplit(url).path.lstrip("/"), webhook_url=url,
+                    secret_token=self._webhook_secret, allowed_updates=ALLOWED_UPDATES,
                 )
                 log.info("Telegram bot @%s receiving updates by webhook", self._username)
             else:
-                await app.updater.start_polling(timeout=timedelta(seconds=self._poll_timeout), allowed_updates=ALLOWED_UPDATES)
+                await app.updater.start_polling(timeout=timedelta(seconds=self._poll_timeout),
+                                                allowed_updates=ALLOWED_UPDATES)
                 log.info("Telegram bot @%s polling for updates", self._username)
         except BaseException:
-            await _stop_application(app)
-            self._remove_redactor()
+            await self.stop()
             raise
-        self._app = app
 
     async def stop(self) -> None:
         """Stop receiving, finish the updates in progress, close the HTTP clients."""
@@ -268,14 +214,16 @@ class TelegramAdapter:
         if app is None:
             return
         try:
-            await _stop_application(app)
+            if app.updater is not None and app.updater.running:
+                await app.updater.stop()
+            if app.running:
+                await app.stop()
         finally:
-            self._remove_redactor()
-            log.info("Telegram adapter stopped")
-
-    def _remove_redactor(self) -> None:
-        for name in _SENSITIVE_LOGGERS:
-            logging.getLogger(name).removeFilter(self._redactor)
+            try:
+                await app.shutdown()
+            except Exception:  # pragma: no cover - best effort on the way out
+                log.exception("error while shutting down the Telegram application")
+        log.info("Telegram adapter stopped")
 
     async def _register_commands(self, app: Application) -> None:
         commands = [
@@ -291,41 +239,9 @@ class TelegramAdapter:
     # ------------------------------------------------------------------ incoming
     async def _claim_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Webhook mode: each update id is handled by one replica, once."""
-        try:
-            first = await asyncio.to_thread(self._db.claim_message, PLATFORM, str(update.update_id))
-        except Exception:
-            log.exception("could not record Telegram update %s; handling it anyway", update.update_id)
-            return
-        if not first:
+        if not await first_delivery(self._seen, PLATFORM, str(update.update_id)):
             log.info("Telegram update %s already handled; skipped", update.update_id)
             raise ApplicationHandlerStop
-
-    def addressing(self, message: Message, private: bool) -> Addressing | None:
-        """Is ``message`` for this bot? None for a command addressed to another bot."""
-        text = message.text if message.text is not None else (message.caption or "")
-        entities = message.parse_entities() if message.text is not None else message.parse_caption_entities()
-        username = self._username.lower()
-        command = parse_command(text)
-        if text.lstrip().startswith("/"):
-            head = text.strip().split(maxsplit=1)[0]
-            if "@" in head and head.split("@", 1)[1].lower() != username:
-                return None
-        spans: list[tuple[int, int]] = []
-        for entity, entity_text in entities.items():
-            if entity.type == MessageEntity.MENTION and entity_text.lower() == f"@{username}":
-                spans.append((entity.offset, entity.length))
-            elif entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == self._bot_id:
-                spans.append((entity.offset, entity.length))
-        if not spans and not entities and username:
-            # a client that sent no entities: fall back to the plain text
-            for match in re.finditer(rf"(?<![A-Za-z0-9_])@{re.escape(username)}(?![A-Za-z0-9_])", text, re.I):
-                start = len(text[: match.start()].encode("utf-16-le")) // 2
-                spans.append((start, len(match.group(0).encode("utf-16-le")) // 2))
-        reply = message.reply_to_message
-        is_reply = bool(reply and reply.from_user and reply.from_user.id == self._bot_id)
-        clean = strip_spans(text, spans) if spans else text.strip()
-        addressed = private or command is not None or bool(spans) or is_reply
-        return Addressing(addressed=addressed, text=clean, command=command[0] if command else None)
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A new message (not edited, not a channel post)."""
@@ -334,41 +250,30 @@ class TelegramAdapter:
             return
         chat, user = message.chat, message.from_user
         private = chat.type == TgChatType.PRIVATE
-        addressing = self.addressing(message, private)
-        if addressing is None or not addressing.addressed:
+        found = addressing(message, private=private, username=self._username, bot_id=self._bot_id)
+        if found is None or not found.addressed:
             return  # group chatter, or a command for another bot
-        reply_to = None if private else message.message_id
-        raw_text = message.text if message.text is not None else message.caption
-        incoming_file: IncomingFile | None = None
+        incoming_file, problem = None, None
         if message.document is not None:
             incoming_file, problem = await self._download(message)
-            if problem is not None:
-                await self._deliver(chat.id, [OutgoingMessage(text=problem)], reply_to=reply_to)
-                return
-        elif not raw_text:
-            await self._deliver(chat.id, [OutgoingMessage(text=NON_TEXT_HINT)], reply_to=reply_to)
-            return
+        elif message.text is None and not message.caption:
+            problem = Problem.NOT_TEXT
         is_chat_admin = False
-        if not private and addressing.command in self._managing_commands():
+        if not private and found.command in self._core.feature_commands():
             if message.sender_chat is not None and message.sender_chat.id == chat.id:
                 is_chat_admin = True  # an anonymous group admin posting as the group
             else:
                 is_chat_admin = await self._is_chat_admin(chat.id, user.id)
-        await self._typing(chat.id)
+        if problem is None:
+            await self._typing(chat.id)
         msg = IncomingMessage(
-            platform=PLATFORM,
-            chat_id=str(chat.id),
-            chat_type=ChatType.PRIVATE if private else ChatType.GROUP,
-            user_id=str(user.id),
-            user_name=user.full_name or user.username,
-            text=addressing.text,
-            message_id=str(message.message_id),
-            addressed=True,
-            sender_is_chat_admin=is_chat_admin,
-            file=incoming_file,
+            platform=PLATFORM, chat_id=str(chat.id), chat_type=ChatType.PRIVATE if private else ChatType.GROUP,
+            user_id=str(user.id), user_name=user.full_name or user.username, text=found.text,
+            message_id=str(message.message_id), addressed=True, sender_is_chat_admin=is_chat_admin,
+            file=incoming_file, problem=problem,
         )
         replies = await self._core.handle(msg, CAPABILITIES)
-        await self._deliver(chat.id, replies, reply_to=reply_to)
+        await self._deliver(chat.id, replies, reply_to=None if private else message.message_id)
 
     async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """An inline button press: answer the query (always), then send the replies."""
@@ -382,15 +287,10 @@ class TelegramAdapter:
                 return
             chat = pressed.chat
             msg = IncomingMessage(
-                platform=PLATFORM,
-                chat_id=str(chat.id),
+                platform=PLATFORM, chat_id=str(chat.id),
                 chat_type=ChatType.PRIVATE if chat.type == TgChatType.PRIVATE else ChatType.GROUP,
-                user_id=str(query.from_user.id),
-                user_name=query.from_user.full_name or query.from_user.username,
-                text="",
-                message_id=str(pressed.message_id),
-                addressed=True,
-                callback_data=query.data,
+                user_id=str(query.from_user.id), user_name=query.from_user.full_name or query.from_user.username,
+                text="", message_id=str(pressed.message_id), addressed=True, callback_data=query.data,
             )
             replies = await self._core.handle(msg, CAPABILITIES)
         finally:
@@ -407,10 +307,6 @@ class TelegramAdapter:
         update_id = update.update_id if isinstance(update, Update) else None
         log.error("error while handling Telegram update %s", update_id, exc_info=context.error)
 
-    def _managing_commands(self) -> set[str]:
-        """Feature commands (meetings, checklists, admin): the ones that may need group rights."""
-        return {word for feature in self._core.features for word in feature.commands}
-
     async def _is_chat_admin(self, chat_id: int, user_id: int) -> bool:
         try:
             member = await self.application.bot.get_chat_member(chat_id, user_id)
@@ -425,22 +321,22 @@ class TelegramAdapter:
         except TelegramError as exc:
             log.debug("sendChatAction failed: %s", exc)
 
-    async def _download(self, message: Message) -> tuple[IncomingFile | None, str | None]:
-        """The document of ``message`` as an :class:`IncomingFile`, or a problem to tell the user."""
+    async def _download(self, message: Message) -> tuple[IncomingFile | None, Problem | None]:
+        """The document of ``message`` as an :class:`IncomingFile`, or why it cannot be had."""
         document = message.document
         assert document is not None
         if document.file_size is not None and document.file_size > MAX_DOWNLOAD_BYTES:
-            return None, FILE_TOO_BIG
+            return None, Problem.FILE_TOO_BIG
         try:
             tg_file = await document.get_file()
             if tg_file.file_size is not None and tg_file.file_size > MAX_DOWNLOAD_BYTES:
-                return None, FILE_TOO_BIG
+                return None, Problem.FILE_TOO_BIG
             content = bytes(await tg_file.download_as_bytearray())
         except TelegramError as exc:
             log.warning("document download failed: %s", exc)
-            return None, FILE_DOWNLOAD_FAILED
+            return None, Problem.FILE_UNREADABLE
         if len(content) > MAX_DOWNLOAD_BYTES:
-            return None, FILE_TOO_BIG
+            return None, Problem.FILE_TOO_BIG
         filename = document.file_name or f"{document.file_unique_id}.bin"
         return IncomingFile(filename=filename, content=content), None
 
@@ -450,72 +346,38 @@ class TelegramAdapter:
         chat_id: int | str = int(ref.chat_id) if ref.chat_id.lstrip("-").isdigit() else ref.chat_id
         await self._deliver(chat_id, messages, raise_errors=True)
 
-    async def _deliver(
-        self,
-        chat_id: int | str,
-        messages: list[OutgoingMessage],
-        *,
-        reply_to: int | None = None,
-        raise_errors: bool = False,
-    ) -> None:
-        """Send each message: text chunks ≤ 4096, keyboard on the last chunk, files as documents."""
+    async def _deliver(self, chat_id: int | str, messages: list[OutgoingMessage], *,
+                       reply_to: int | None = None, raise_errors: bool = False) -> None:
+        """Send each message: text chunks ≤ 4096, keyboard on the last chunk, files as documents.
+        Only the first message quotes the question (``reply_to``, groups)."""
         bot = self.application.bot
-        for message in messages:
-            markup = _keyboard(message.buttons)
-            sends: list[Callable[[], Awaitable[object]]] = []
-            text = message.text.strip("\n")
-            caption: str | None = None
-            if message.file is not None and len(text) <= MAX_CAPTION_CHARS:
-                caption = text or None
-                text = ""
-            chunks = split_text(text, max_chars=CAPABILITIES.max_chars)
-            for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1 and message.file is None
-                sends.append(_bind(bot.send_message, chat_id=chat_id, text=chunk,
-                                   reply_markup=markup if last else None))
-            if message.file is not None:
-                document = InputFile(message.file.content, filename=message.file.filename)
-                sends.append(_bind(bot.send_document, chat_id=chat_id, document=document,
-                                   caption=caption, reply_markup=markup))
-            elif not chunks and markup is not None:
-                log.warning("dropping buttons without text for chat %s", chat_id)
-            for send in sends:
-                try:
-                    await self._with_retry(send, reply_to)
-                except TelegramError as exc:
-                    if raise_errors:
-                        raise
-                    log.warning("sending to Telegram chat %s failed: %s", chat_id, exc)
-                    return
-                reply_to = None  # only the first message quotes the question
-
-    async def _with_retry(self, send: Callable[..., Awaitable[T]], reply_to: int | None) -> T:
-        kwargs: dict[str, Any] = {}
-        if reply_to is not None:
-            kwargs["reply_parameters"] = ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
         try:
-            return await send(**kwargs)
-        except RetryAfter as exc:
-            delay = _retry_seconds(exc)
-            if delay > MAX_RETRY_AFTER_SECONDS:
+            for message in messages:
+                markup = _keyboard(message.buttons)
+                text, caption = message.text.strip("\n"), None
+                if message.file is not None and len(text) <= MAX_CAPTION_CHARS:
+                    caption, text = text or None, ""
+                chunks = split_text(text, max_chars=CAPABILITIES.max_chars)
+                for i, chunk in enumerate(chunks):
+                    last = i == len(chunks) - 1 and message.file is None
+                    await bot.send_message(chat_id, chunk, reply_markup=markup if last else None,
+                                           reply_parameters=_quote(reply_to))
+                    reply_to = None
+                if message.file is not None:
+                    document = InputFile(message.file.content, filename=message.file.filename)
+                    await bot.send_document(chat_id, document, caption=caption, reply_markup=markup,
+                                            reply_parameters=_quote(reply_to))
+                    reply_to = None
+                elif not chunks and markup is not None:
+                    log.warning("dropping buttons without text for chat %s", chat_id)
+        except TelegramError as exc:
+            if raise_errors:
                 raise
-            log.info("Telegram flood control: retrying in %.0f s", delay)
-            await asyncio.sleep(delay)
-            return await send(**kwargs)
+            log.warning("sending to Telegram chat %s failed: %s", chat_id, exc)
 
 
-def _retry_seconds(exc: RetryAfter) -> float:
-    with warnings.catch_warnings():  # PTB warns about the int/timedelta transition
-        warnings.simplefilter("ignore")
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def _bind(func: Callable[..., Awaitable[T]], **bound: Any) -> Callable[..., Awaitable[T]]:
-    async def call(**extra: Any) -> T:
-        return await func(**bound, **extra)
-
-    return call
+def _quote(message_id: int | None) -> ReplyParameters | None:
+    return None if message_id is None else ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
 def _keyboard(rows: list[list[Button]]) -> InlineKeyboardMarkup | None:
@@ -523,20 +385,7 @@ def _keyboard(rows: list[list[Button]]) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup(keyboard) if keyboard else None
 
 
-async def _stop_application(app: Application) -> None:
-    try:
-        if app.updater is not None and app.updater.running:
-            await app.updater.stop()
-        if app.running:
-            await app.stop()
-    finally:
-        try:
-            await app.shutdown()
-        except Exception:  # pragma: no cover - best effort on the way out
-            log.exception("error while shutting down the Telegram application")
-
-
-async def run(settings: Settings, core: Core, db: Database) -> None:
+async def run(settings: Settings, core: Core, db: SeenMessages) -> None:
     """Serve Telegram until cancelled; registers the adapter for pushes (reminders)."""
     if not settings.telegram_token:
         raise ValueError("DANGJIAN_TELEGRAM_TOKEN is not set")
