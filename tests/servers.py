@@ -448,7 +448,11 @@ def chroma_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    messages = config.stash.get(_UNAVAILABLE, [])
+    messages = list(config.stash.get(_UNAVAILABLE, []))
+    for report in terminalreporter.stats.get("skipped", []):  # skips reported by xdist workers
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if "SERVER UNAVAILABLE" in reason and reason not in messages:
+            messages.append(reason)
     if messages:
         terminalreporter.write_sep("!", "LOOPBACK SERVERS UNAVAILABLE: THEIR TESTS DID NOT RUN", red=True, bold=True)
         for message in messages:

@@ -15,16 +15,14 @@ from sqlalchemy import select
 
 import retrieval.index
 from bot.admin import BUSY, NOT_ADMIN, AdminFeature, safe_upload_name
-from bot.core.engine import Core
-from bot.core.models import Capabilities, ChatRef, ChatType, IncomingFile, IncomingMessage, OutgoingMessage
+from bot.core.models import ChatRef, ChatType, IncomingFile, OutgoingMessage
 from bot.core.outbound import OutboundRegistry
-from bot.settings import Settings
 from bot.store.db import AuditEntry, Database
 from retrieval.service import RetrievalService
 from tests.conftest import CORPUS
+from tests.harness import TestBot, make_settings
 
 ADMIN, MEMBER = "9001", "4242"
-CAPS = Capabilities(buttons=True, files=True, max_chars=4096)
 NEW_RULES = (
     "第三党支部工作规则\n"
     "第一条 第三党支部的党员活动室设在办公楼五层东侧，每周三下午向党员开放。\n"
@@ -36,34 +34,17 @@ REPORT_TIMEOUT = 120
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # the contract: uploads up to 5 MB
 
 
-class RecordingOutbound:
-    """Stands in for an adapter's push channel; records every send."""
+class Bot(TestBot):
+    """The harness with the admin feature over a real retrieval service on a copy of the index."""
 
-    capabilities = CAPS
+    def __init__(self, service: RetrievalService, db: Database, data: Path, corpus: Path, root: Path) -> None:
+        registry = OutboundRegistry()
+        self.admin = AdminFeature(service, db, corpus, registry)
+        super().__init__(self.admin, qa=service, admins={f"telegram:{ADMIN}"}, registry=registry)
+        self.service, self.db, self.data, self.corpus, self.root = service, db, data, corpus, root
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[ChatRef, list[OutgoingMessage]]] = []
-
-    async def send(self, ref: ChatRef, messages: list[OutgoingMessage]) -> None:
-        self.sent.append((ref, messages))
-
-    def texts(self) -> list[str]:
-        return [m.text for _, msgs in self.sent for m in msgs]
-
-
-class Bot:
-    def __init__(self, core: Core, admin: AdminFeature, service: RetrievalService, db: Database,
-                 outbound: RecordingOutbound, data: Path, corpus: Path, root: Path) -> None:
-        self.core, self.admin, self.service, self.db = core, admin, service, db
-        self.outbound, self.data, self.corpus, self.root = outbound, data, corpus, root
-
-    async def say(self, user: str, text: str = "", *, file: IncomingFile | None = None,
-                  chat_type: ChatType = ChatType.PRIVATE, callback: str | None = None) -> OutgoingMessage:
-        msg = IncomingMessage(platform="telegram", chat_id=user if chat_type == ChatType.PRIVATE else "-100",
-                              chat_type=chat_type, user_id=user, text=text, file=file, callback_data=callback)
-        out = await self.core.handle(msg, CAPS)
-        assert len(out) == 1, out
-        return out[0]
+    async def say(self, user: str, text: str = "", **kw) -> OutgoingMessage:  # type: ignore[override]
+        return await super().say(text, user=user, **kw)
 
     def pointer(self) -> dict:
         return json.loads((self.data / "index" / "CURRENT").read_text(encoding="utf-8"))
@@ -75,11 +56,11 @@ class Bot:
     async def wait_report(self, since: int = 0) -> str:
         deadline = time.monotonic() + REPORT_TIMEOUT
         while time.monotonic() < deadline:
-            for text in self.outbound.texts()[since:]:
+            for text in self.outbound.texts[since:]:
                 if "索引更新完成" in text or "索引更新失败" in text:
                     return text
             await asyncio.sleep(0.05)
-        raise AssertionError(f"no reindex report within {REPORT_TIMEOUT}s: {self.outbound.texts()}")
+        raise AssertionError(f"no reindex report within {REPORT_TIMEOUT}s: {self.outbound.texts}")
 
     async def drain(self) -> None:
         """Wait for background reindex tasks, so none outlives its test."""
@@ -92,15 +73,11 @@ class Bot:
 async def bot(data_copy: Path, tmp_path: Path, embeddings) -> Bot:
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)
-    service = RetrievalService(Settings(data_dir=data_copy, corpus_dir=corpus).retrieval_config(), embeddings=embeddings)
+    service = RetrievalService(make_settings(data_dir=data_copy, corpus_dir=corpus).retrieval_config(),
+                               embeddings=embeddings)
     db = Database(f"sqlite:///{tmp_path / 'state.db'}")
     db.create_schema()
-    outbound = RecordingOutbound()
-    registry = OutboundRegistry()
-    registry.register("telegram", outbound)
-    admin = AdminFeature(service, db, corpus, registry)
-    core = Core(service, admins=frozenset({f"telegram:{ADMIN}"}), outbound=registry, features=[admin])
-    b = Bot(core, admin, service, db, outbound, data_copy, corpus, tmp_path)
+    b = Bot(service, db, data_copy, corpus, tmp_path)
     yield b
     await b.drain()
 

@@ -2,16 +2,18 @@
 restart, stale/foreign/garbage presses, reset, status, the meeting-reminder offer and the summary."""
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
 from bot.checklists import ChecklistFeature, load_checklists
 from bot.checklists.feature import owner_tag
-from bot.core.engine import Core
-from bot.core.models import Capabilities, ChatType, IncomingMessage, OutgoingMessage
+from bot.core.models import Capabilities, ChatType, OutgoingMessage
 from bot.store.db import Database
 from retrieval.models import Answer
+from tests.harness import StubAnswerer, TestBot
 from tests.test_checklist_loader import PROMPTS, fake_lookup
 
 TELEGRAM = Capabilities(buttons=True, max_chars=4096)
@@ -19,17 +21,10 @@ WECOM = Capabilities(buttons=False, max_bytes=2048)
 QA_TEXT = "（问答回复）"
 
 
-class StubQA:
-    def __init__(self) -> None:
-        self.questions: list[str] = []
-
-    def ask(self, question: str) -> Answer:
-        self.questions.append(question)
-        return Answer(question=question, answer=QA_TEXT, refused=True)
-
-
 class Bot:
-    """A Core with the checklist feature on a SQLite file; ``restart`` = a new process."""
+    """The harness with the checklist feature on a SQLite file; ``restart`` = a new process.
+
+    Button presses come from a group chat ("c1"), as on Telegram, and are not "addressed"."""
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
@@ -39,29 +34,23 @@ class Bot:
     def start(self) -> None:
         self.db = Database(f"sqlite:///{self.db_path}")
         self.db.create_schema()
-        self.feature = ChecklistFeature(self.db, self.checklists)
-        self.qa = StubQA()
-        self.core = Core(qa=self.qa, features=[self.feature], rate_limit_per_minute=0)
+        self.feature = ChecklistFeature(self.db, self.checklists, timezone="Asia/Shanghai")
+        refusal = StubAnswerer(reply=lambda q: Answer(question=q, answer=QA_TEXT, refused=True))
+        self.harness = TestBot(self.feature, qa=refusal, caps=TELEGRAM)
+        self.qa, self.core = self.harness.qa, self.harness.core
 
     def restart(self) -> None:
         self.db.engine.dispose()
         self.start()
 
-    async def say(
-        self, text: str, *, user: str = "u1", chat: str = "c1", caps: Capabilities = TELEGRAM,
-        platform: str = "telegram",
-    ) -> list[OutgoingMessage]:
-        msg = IncomingMessage(platform=platform, chat_id=chat, user_id=user, text=text)
-        return await self.core.handle(msg, caps)
+    async def say(self, text: str, *, user: str = "u1", chat: str = "c1", caps: Capabilities = TELEGRAM,
+                  platform: str = "telegram") -> list[OutgoingMessage]:
+        return await self.harness.push(text, user=user, chat=chat, caps=caps, platform=platform)
 
-    async def press(
-        self, data: str, *, user: str = "u1", chat: str = "c1", platform: str = "telegram",
-    ) -> list[OutgoingMessage]:
-        msg = IncomingMessage(
-            platform=platform, chat_id=chat, chat_type=ChatType.GROUP, user_id=user, callback_data=data,
-            addressed=False,
-        )
-        return await self.core.handle(msg, TELEGRAM)
+    async def press(self, data: str, *, user: str = "u1", chat: str = "c1",
+                    platform: str = "telegram") -> list[OutgoingMessage]:
+        return await self.harness.push(callback=data, user=user, chat=chat, chat_type=ChatType.GROUP,
+                                       addressed=False, platform=platform)
 
 
 @pytest.fixture
@@ -294,3 +283,21 @@ async def test_replace_checklists_after_reindex(bot: Bot) -> None:
     assert one(await bot.press(button(message, "完成"))).toast  # its buttons no longer work
     assert "民主评议党员" not in one(await bot.say("/checklist")).text
     assert "民主评议党员" not in one(await bot.say("/checklist status")).text
+
+
+# No blocking work on the event loop ------------------------------------------------------------
+async def test_a_slow_progress_query_in_one_chat_does_not_delay_another_chats_answer(bot: Bot, monkeypatch) -> None:
+    real = bot.feature.store.for_user
+
+    def slow_for_user(*args, **kwargs):
+        time.sleep(2.0)  # the database is slow for this call (a lock, a long round trip…)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bot.feature.store, "for_user", slow_for_user)
+    slow = asyncio.create_task(bot.say("/checklist status", chat="slow"))
+    await asyncio.sleep(0.05)  # chat "slow" is inside its database call now
+    started = time.monotonic()
+    reply = one(await bot.say("/checklist 组织生活会", chat="other"))
+    assert time.monotonic() - started < 1.0, "another chat waited for a slow database call"
+    assert reply.text.startswith("【组织生活会】第 1/10 步") and not slow.done()
+    assert "还没有开始任何清单" in one(await slow).text

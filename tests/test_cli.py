@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-
-REPO = Path(__file__).resolve().parent.parent
-DANGJIAN = str(Path(sys.executable).parent / "dangjian")
+from tests.e2e import DANGJIAN, REPO, process_env, work_dir
 
 
 def run(args: list[str], data_dir: Path, corpus: Path | None = None, stdin: str | None = None, timeout: int = 300):
-    env = {**os.environ, "DANGJIAN_DATA_DIR": str(data_dir), "DANGJIAN_CORPUS_DIR": str(corpus or REPO / "corpus")}
-    env.pop("DANGJIAN_LLM_BASE_URL", None)
-    return subprocess.run([DANGJIAN, *args], capture_output=True, text=True, env=env, timeout=timeout, input=stdin)
+    env = process_env({"DANGJIAN_DATA_DIR": str(data_dir), "DANGJIAN_CORPUS_DIR": str(corpus or REPO / "corpus")})
+    return subprocess.run([DANGJIAN, *args], capture_output=True, text=True, env=env, timeout=timeout, input=stdin,
+                          cwd=work_dir(data_dir.parent))
 
 
 def test_ask_json_cites_the_governing_article(data_copy):

@@ -3,19 +3,17 @@ OpenAI-compatible server on 127.0.0.1: grounded model answers, fallbacks, and th
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e import DANGJIAN, process_env
 from tests.fakes.openai_api import FakeOpenAI
 
-DANGJIAN = str(Path(sys.executable).parent / "dangjian")
 KEY = "sk-test-123"
 QUESTION = "党组会议一般多久召开一次？"
 TITLE = "中共辽宁省机关事务管理局党组工作细则(试行)"
@@ -43,18 +41,16 @@ def fake(server: FakeOpenAI) -> FakeOpenAI:
 
 
 def ask(question: str, data_dir: Path, fake: FakeOpenAI, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("DANGJIAN_") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-    env.update({
+    env = process_env({
         "DANGJIAN_DATA_DIR": str(data_dir),
-        "DANGJIAN_PROMPTS_DIR": str(Path(__file__).resolve().parent.parent / "prompts"),
         "DANGJIAN_LLM_BASE_URL": fake.base_url,
         "DANGJIAN_LLM_API_KEY": KEY,
         "DANGJIAN_LLM_MODEL": "fake-model",
         "DANGJIAN_LLM_TIMEOUT": str(LLM_TIMEOUT),
         "NO_PROXY": "127.0.0.1,localhost",
-        "ANONYMIZED_TELEMETRY": "False",
     })
+    for proxy in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env.pop(proxy, None)
     started = time.monotonic()
     r = subprocess.run([DANGJIAN, "ask", question, "--json"], capture_output=True, text=True, env=env,
                        timeout=120, cwd=cwd)  # cwd: no stray .env is read

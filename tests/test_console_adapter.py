@@ -12,25 +12,10 @@ import pytest
 
 from bot.adapters import console
 from bot.core import texts
-from bot.core.engine import Core
 from bot.core.feature import Context
 from bot.core.models import Button, ChatRef, OutgoingFile, OutgoingMessage
 from bot.settings import Settings
-from bot.store.db import Database
-from retrieval.models import Answer, Citation
-
-
-class StubQA:
-    def __init__(self) -> None:
-        self.questions: list[str] = []
-
-    def ask(self, question: str) -> Answer:
-        self.questions.append(question)
-        citation = Citation(
-            citation="《中国共产党党组工作条例》第十八条", doc_title="中国共产党党组工作条例", label="第十八条",
-            source="dangzu.txt", text="党组会议一般每月召开1次，遇有重要情况可以随时召开。", score=0.9,
-        )
-        return Answer(question=question, answer="党组会议一般每月召开一次。", refused=False, citations=[citation])
+from tests.harness import StubAnswerer, TestBot, make_settings
 
 
 @dataclass
@@ -57,58 +42,57 @@ class StepFeature:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(_env_file=None, data_dir=tmp_path, rate_limit_per_minute=1000)
+    return make_settings(data_dir=tmp_path)
 
 
-async def chat(settings: Settings, db: Database, script: str, feature: StepFeature | None = None) -> tuple[str, StubQA]:
-    qa = StubQA()
-    core = Core(qa, features=[feature or StepFeature()])
+async def chat(settings: Settings, script: str, feature: StepFeature | None = None) -> tuple[str, StubAnswerer]:
+    bot = TestBot(feature or StepFeature())
     out = io.StringIO()
-    await asyncio.wait_for(console.run(settings, core, db, stdin=io.StringIO(script), stdout=out), 10)
-    return out.getvalue(), qa
+    await asyncio.wait_for(console.run(settings, bot.core, stdin=io.StringIO(script), stdout=out), 10)
+    return out.getvalue(), bot.qa
 
 
-async def test_scripted_chat_and_eof(settings: Settings, db: Database) -> None:
-    output, qa = await chat(settings, db, "/help\n\n党组会议多久召开一次？\n")
-    assert output.startswith(console.GREETING)
+async def test_scripted_chat_and_eof(settings: Settings) -> None:
+    output, qa = await chat(settings, "/help\n\n党组会议多久召开一次？\n")
+    assert output.startswith(texts.CONSOLE_GREETING)
     assert texts.HELP_HEADER in output and "/steps" in output
     assert "每月" in output and "《中国共产党党组工作条例》第十八条" in output
     assert qa.questions == ["党组会议多久召开一次？"]  # the blank line was skipped
-    assert output.rstrip().endswith(console.GOODBYE)
+    assert output.rstrip().endswith(texts.CONSOLE_GOODBYE)
 
 
 @pytest.mark.parametrize("word", ["exit", "quit", "/quit", "QUIT"])
-async def test_exit_words_stop_reading(settings: Settings, db: Database, word: str) -> None:
-    output, qa = await chat(settings, db, f"{word}\n党组会议多久召开一次？\n")
+async def test_exit_words_stop_reading(settings: Settings, word: str) -> None:
+    output, qa = await chat(settings, f"{word}\n党组会议多久召开一次？\n")
     assert qa.questions == []
-    assert console.GOODBYE in output
+    assert texts.CONSOLE_GOODBYE in output
 
 
-async def test_buttons_by_number_and_label(settings: Settings, db: Database) -> None:
+async def test_buttons_by_number_and_label(settings: Settings) -> None:
     feature = StepFeature()
-    output, qa = await chat(settings, db, "/steps\n1\n/steps\n跳过\n2\n", feature)
-    assert "  [1] 完成\n  [2] 跳过\n" in output and console.BUTTON_HINT in output
+    output, qa = await chat(settings, "/steps\n1\n/steps\n跳过\n2\n", feature)
+    assert "  [1] 完成\n  [2] 跳过\n" in output and texts.CONSOLE_BUTTON_HINT in output
     assert "（已记录）" in output and "已处理：st:done" in output
     # after a reply without buttons, "2" is an ordinary question again
     assert feature.pressed == ["st:done", "st:skip"]
     assert qa.questions == ["2"]
 
 
-async def test_files_are_saved_in_outbox(settings: Settings, db: Database, tmp_path: Path) -> None:
-    output, _ = await chat(settings, db, "/ics\n/ics\n")
+async def test_files_are_saved_in_outbox(settings: Settings, tmp_path: Path) -> None:
+    output, _ = await chat(settings, "/ics\n/ics\n")
     first, second = tmp_path / "outbox" / "meeting.ics", tmp_path / "outbox" / "meeting-1.ics"
     assert first.read_bytes().startswith(b"BEGIN:VCALENDAR") and second.exists()
     assert f"已保存文件：{first.resolve()}" in output and "会议日程已生成。" in output
 
 
-async def test_ctrl_c_exits_cleanly(settings: Settings, db: Database) -> None:
+async def test_ctrl_c_exits_cleanly(settings: Settings) -> None:
     class CtrlC(io.StringIO):
         def readline(self, *args: object) -> str:  # type: ignore[override]
             raise KeyboardInterrupt
 
     out = io.StringIO()
-    await asyncio.wait_for(console.run(settings, Core(StubQA()), db, stdin=CtrlC(), stdout=out), 5)
-    assert out.getvalue().rstrip().endswith(console.GOODBYE)
+    await asyncio.wait_for(console.run(settings, TestBot().core, stdin=CtrlC(), stdout=out), 5)
+    assert out.getvalue().rstrip().endswith(texts.CONSOLE_GOODBYE)
 
 
 async def _wait_for_output(out: io.StringIO, needle: str, timeout: float = 5.0) -> None:
@@ -119,15 +103,15 @@ async def _wait_for_output(out: io.StringIO, needle: str, timeout: float = 5.0) 
         await asyncio.sleep(0.01)
 
 
-async def test_pushes_are_printed_while_waiting_for_input(settings: Settings, db: Database) -> None:
+async def test_pushes_are_printed_while_waiting_for_input(settings: Settings) -> None:
     read_fd, write_fd = os.pipe()
     stdin = os.fdopen(read_fd, "r", encoding="utf-8")
     writer = os.fdopen(write_fd, "w", encoding="utf-8")
     out = io.StringIO()
-    core = Core(StubQA(), features=[StepFeature()])
-    task = asyncio.create_task(console.run(settings, core, db, stdin=stdin, stdout=out))
+    core = TestBot(StepFeature()).core
+    task = asyncio.create_task(console.run(settings, core, stdin=stdin, stdout=out))
     try:
-        await _wait_for_output(out, console.GREETING)
+        await _wait_for_output(out, texts.CONSOLE_GREETING)
         assert core.outbound.serves("console")
         ref = ChatRef(platform="console", chat_id="console", user_id="console")
         await core.outbound.send(ref, [OutgoingMessage(text="提醒：明天上午9点召开支部党员大会。",
@@ -146,14 +130,14 @@ async def test_pushes_are_printed_while_waiting_for_input(settings: Settings, db
     assert "提醒：明天上午9点召开支部党员大会。" in out.getvalue()
 
 
-async def test_cancel_while_waiting_for_input(settings: Settings, db: Database) -> None:
+async def test_cancel_while_waiting_for_input(settings: Settings) -> None:
     read_fd, write_fd = os.pipe()
     stdin = os.fdopen(read_fd, "r", encoding="utf-8")
     out = io.StringIO()
-    task = asyncio.create_task(console.run(settings, Core(StubQA()), db, stdin=stdin, stdout=out))
-    await _wait_for_output(out, console.GREETING)
+    task = asyncio.create_task(console.run(settings, TestBot().core, stdin=stdin, stdout=out))
+    await _wait_for_output(out, texts.CONSOLE_GREETING)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert console.GOODBYE in out.getvalue()
+    assert texts.CONSOLE_GOODBYE in out.getvalue()
     os.close(write_fd)  # releases the reader thread

@@ -1,66 +1,38 @@
 """bot/core without any adapter: command parsing, rate limiting, Core.handle routing and errors,
-message splitting and answer formatting. A stub question-answerer stands in for retrieval."""
+replies shaped to capabilities, message splitting and answer formatting, all through the harness."""
 from __future__ import annotations
 
+import asyncio
 import random
 import re
-import threading
+import time
 
 import pytest
 
 from bot.core import texts
-from bot.core.engine import Core, RateLimiter, parse_command
+from bot.core.engine import RateLimiter, parse_command
+from bot.core.errors import StorageUnavailable
 from bot.core.feature import Context
 from bot.core.format import MAX_QUOTE_CHARS, format_answer
-from bot.core.models import Capabilities, ChatType, IncomingMessage, OutgoingMessage
+from bot.core.models import Button, ChatRef, ChatType, OutgoingFile, OutgoingMessage, Problem
 from bot.core.split import split_text
-from retrieval.models import Answer, Citation
+from retrieval.answer import REFUSAL
+from retrieval.models import Answer
+from tests.harness import CITATION, PLAIN, StubAnswerer, TestBot, cite
 
-TITLE = "中共辽宁省机关事务管理局党组工作细则(试行)"
 ART18 = (
     "第十八条 党组议事决策一般采用党组会议形式。党组会议一般每月召开1次，遇有重要情况可以随时召开。\n"
     "党组会议议题由党组书记提出，或者由其他党组成员提出建议、党组书记综合考虑后确定。"
 )
 ART19 = "第十九条 党组会议由党组书记召集主持。党组会议应当有半数以上党组成员到会方可召开。"
-CAPS = Capabilities()
+TITLE = "中国共产党党组工作条例"
 
 
-def cite(label: str, text: str, score: float, title: str = TITLE) -> Citation:
-    return Citation(citation=f"《{title}》{label}", doc_title=title, label=label,
-                    source="liaoning.txt", text=text, score=score)
+class ProbeFeature:
+    """A tiny feature: /meeting and /meetings, buttons with prefix "mtg", consumes the text 完成,
+    /files sends a file with buttons. Plain handlers (run in a thread), like the real features."""
 
-
-def good_answer(question: str) -> Answer:
-    return Answer(
-        question=question,
-        answer=f"根据《{TITLE}》第十八条：党组会议一般每月召开1次，遇有重要情况可以随时召开。",
-        refused=False,
-        citations=[cite("第十八条", ART18, 0.9)],
-        quote="党组会议一般每月召开1次，遇有重要情况可以随时召开。",
-    )
-
-
-class StubQA:
-    """Records every question; answers with ``reply(question)`` or raises while ``fail`` is set."""
-
-    def __init__(self, reply=good_answer) -> None:
-        self.reply = reply
-        self.questions: list[str] = []
-        self.fail = False
-        self._lock = threading.Lock()
-
-    def ask(self, question: str) -> Answer:
-        with self._lock:
-            self.questions.append(question)
-        if self.fail:
-            raise RuntimeError("retrieval exploded")
-        return self.reply(question)
-
-
-class StubFeature:
-    """A tiny feature: /meeting and /meetings, buttons with prefix "mtg", consumes the text 完成."""
-
-    commands = ("meeting", "meetings")
+    commands = ("meeting", "meetings", "files")
     callback_prefix = "mtg"
     help_lines = [
         ("/meeting add 周五 15:00 支部委员会", "登记会议（示例帮助行）"),
@@ -72,31 +44,22 @@ class StubFeature:
         self.commands_seen: list[tuple[str, str, bool]] = []
         self.callbacks: list[str] = []
 
-    async def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
+    def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
         self.commands_seen.append((command, args, ctx.is_admin))
+        if command == "files":
+            return [OutgoingMessage(text="会议日程已生成", buttons=[[Button(label="完成", data="mtg:done"),
+                                                                 Button(label="跳过", data="mtg:skip")]],
+                                    file=OutgoingFile(filename="m.ics", content=b"BEGIN:VCALENDAR"))]
         return [OutgoingMessage(text=f"feature:{command}:{args}")]
 
-    async def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
+    def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
         self.callbacks.append(data)
         return [OutgoingMessage(text="", toast=f"got {data}")]
 
-    async def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
+    def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
         if ctx.msg.text.strip() == "完成":
             return [OutgoingMessage(text="feature consumed 完成")]
         return None
-
-
-def msg(text: str = "", *, user: str = "100", chat_type: ChatType = ChatType.PRIVATE,
-        addressed: bool = True, callback: str | None = None) -> IncomingMessage:
-    return IncomingMessage(platform="telegram", chat_id=user if chat_type == ChatType.PRIVATE else "-500",
-                           chat_type=chat_type, user_id=user, text=text, addressed=addressed,
-                           callback_data=callback)
-
-
-async def one(core: Core, m: IncomingMessage) -> OutgoingMessage:
-    out = await core.handle(m, CAPS)
-    assert len(out) == 1, out
-    return out[0]
 
 
 # parse_command -----------------------------------------------------------------------------
@@ -150,158 +113,176 @@ def test_rate_limiter_window_slides_per_user() -> None:
     assert RateLimiter(0, clock=clock).allow("telegram", "1") is True  # 0 disables
 
 
-async def test_core_rate_limit_gives_polite_message_then_recovers() -> None:
-    qa = StubQA()
-    core = Core(qa)
+def test_rate_limiter_forgets_idle_users() -> None:
+    """Defect 6: every user who ever wrote used to keep an entry for good."""
     clock = Clock()
-    core.rate = RateLimiter(2, clock=clock)  # Core has no clock parameter; inject one here
+    rl = RateLimiter(3, clock=clock)
+    for user in range(1000):
+        assert rl.allow("telegram", str(user))
+    assert len(rl) == 1000
+    clock.now += 61  # a minute later only one of them writes again
+    assert rl.allow("telegram", "7")
+    assert len(rl) == 1
+    clock.now += 30
+    assert rl.allow("wecom", "x") and len(rl) == 2  # no sweep within the window
+
+
+async def test_core_rate_limit_gives_polite_message_then_recovers() -> None:
+    bot = TestBot()
+    clock = Clock()
+    bot.core.rate = RateLimiter(2, clock=clock)  # Core has no clock parameter; inject one here
     for _ in range(2):
-        assert "依据" in (await one(core, msg("党组会议多久召开一次？"))).text
-    limited = await one(core, msg("党组会议多久召开一次？"))
+        assert "依据" in (await bot.say("党组会议多久召开一次？")).text
+    limited = await bot.say("党组会议多久召开一次？")
     assert limited.text == texts.RATE_LIMITED and "稍等" in limited.text
-    assert len(qa.questions) == 2  # the limited message never reached retrieval
-    other = await one(core, msg("党组会议多久召开一次？", user="200"))
-    assert "依据" in other.text
+    assert len(bot.qa.questions) == 2  # the limited message never reached retrieval
+    assert "依据" in (await bot.say("党组会议多久召开一次？", user="200")).text
     clock.now += 61
-    assert "依据" in (await one(core, msg("党组会议多久召开一次？"))).text
-    assert len(qa.questions) == 4
+    assert "依据" in (await bot.say("党组会议多久召开一次？")).text
+    assert len(bot.qa.questions) == 4
 
 
 # Core.handle -------------------------------------------------------------------------------
 async def test_plain_question_gets_formatted_answer_with_citation() -> None:
-    qa = StubQA()
-    core = Core(qa)
-    reply = await one(core, msg("  党组会议一般多久召开一次？ "))
-    assert qa.questions == ["党组会议一般多久召开一次？"]
+    bot = TestBot()
+    reply = await bot.say("  党组会议一般多久召开一次？ ")
+    assert bot.qa.questions == ["党组会议一般多久召开一次？"]
     assert reply.text.startswith("根据《")
     assert "依据" in reply.text
-    assert f"《{TITLE}》第十八条" in reply.text
+    assert CITATION in reply.text
     assert "每月召开1次" in reply.text
     assert reply.toast is None and reply.buttons == []
 
 
 async def test_ask_command_answers_its_argument_and_rejects_empty() -> None:
-    qa = StubQA()
-    core = Core(qa)
-    assert "依据" in (await one(core, msg("/ask 党组会议纪要由谁签发？"))).text
-    assert qa.questions == ["党组会议纪要由谁签发？"]
-    assert (await one(core, msg("/ask"))).text == texts.EMPTY_QUESTION
-    assert (await one(core, msg("/ask ？？"))).text == texts.EMPTY_QUESTION
-    assert len(qa.questions) == 1
+    bot = TestBot()
+    assert "依据" in (await bot.say("/ask 党组会议纪要由谁签发？")).text
+    assert bot.qa.questions == ["党组会议纪要由谁签发？"]
+    assert (await bot.say("/ask")).text == texts.EMPTY_QUESTION
+    assert (await bot.say("/ask ？？")).text == texts.EMPTY_QUESTION
+    assert len(bot.qa.questions) == 1
 
 
 async def test_refusal_shows_no_basis_and_no_article_label() -> None:
-    qa = StubQA(lambda q: Answer(question=q, answer=texts.REFUSAL, refused=True))
-    reply = await one(Core(qa), msg("帮我写一首关于春天的诗"))
-    assert reply.text == texts.REFUSAL
+    bot = TestBot(qa=StubAnswerer(reply=lambda q: Answer(question=q, answer=REFUSAL, refused=True)))
+    reply = await bot.say("帮我写一首关于春天的诗")
+    assert reply.text == REFUSAL
     assert "依据：" not in reply.text
     assert not re.search(r"第[一二三四五六七八九十百]+条", reply.text)
     assert "《" not in reply.text
 
 
 async def test_start_and_help_list_every_command_including_features() -> None:
-    core = Core(StubQA(), features=[StubFeature()])
-    start = (await one(core, msg("/start"))).text
-    help_ = (await one(core, msg("/help@dangjian_bot"))).text
+    bot = TestBot(ProbeFeature())
+    start = (await bot.say("/start")).text
+    help_ = (await bot.say("/help@dangjian_bot")).text
     assert start.startswith(texts.START)
     for text in (start, help_):
         assert texts.HELP_HEADER in text
-        for usage, description in [*texts.BASE_HELP, *StubFeature.help_lines]:
+        for usage, description in [*texts.BASE_HELP, *ProbeFeature.help_lines]:
             assert usage in text and description in text
         for word in ("/start", "/help", "/ask", "/meeting", "/meetings"):
             assert word in text
 
 
 async def test_unknown_command_names_it_and_shows_help() -> None:
-    qa = StubQA()
-    core = Core(qa, features=[StubFeature()])
-    reply = (await one(core, msg("/xyz 参数"))).text
+    bot = TestBot(ProbeFeature())
+    reply = (await bot.say("/xyz 参数")).text
     assert reply.startswith("没有 /xyz 这个命令")
     assert texts.HELP_HEADER in reply and "/meeting plan" in reply
-    assert qa.questions == []
+    assert bot.qa.questions == []
 
 
 async def test_feature_command_routed_with_args_and_admin_flag() -> None:
-    feature = StubFeature()
-    core = Core(StubQA(), features=[feature], admins=frozenset({"telegram:9001"}))
-    assert (await one(core, msg("/meeting@dangjian_bot add 周五"))).text == "feature:meeting:add 周五"
-    assert (await one(core, msg("/meetings", user="9001"))).text == "feature:meetings:"
+    feature = ProbeFeature()
+    bot = TestBot(feature, admins={"telegram:9001"})
+    assert (await bot.say("/meeting@dangjian_bot add 周五")).text == "feature:meeting:add 周五"
+    assert (await bot.say("/meetings", user="9001")).text == "feature:meetings:"
     assert feature.commands_seen == [("meeting", "add 周五", False), ("meetings", "", True)]
+    assert bot.core.feature_commands() == {"meeting", "meetings", "files"}
 
 
 async def test_feature_on_text_consumes_before_question_answering() -> None:
-    qa = StubQA()
-    core = Core(qa, features=[StubFeature()])
-    assert (await one(core, msg("完成"))).text == "feature consumed 完成"
-    assert qa.questions == []
+    bot = TestBot(ProbeFeature())
+    assert (await bot.say("完成")).text == "feature consumed 完成"
+    assert bot.qa.questions == []
 
 
 async def test_group_chatter_not_addressed_gets_nothing() -> None:
-    qa = StubQA()
-    feature = StubFeature()
-    core = Core(qa, features=[feature])
+    feature = ProbeFeature()
+    bot = TestBot(feature)
     for text in ("大家好，明天开会吗？", "/help", "完成"):
-        assert await core.handle(msg(text, chat_type=ChatType.GROUP, addressed=False), CAPS) == []
-    assert qa.questions == [] and feature.commands_seen == []
-    addressed = await one(core, msg("党组会议多久召开一次？", chat_type=ChatType.GROUP, addressed=True))
+        assert await bot.push(text, chat_type=ChatType.GROUP, addressed=False) == []
+    assert bot.qa.questions == [] and feature.commands_seen == []
+    addressed = await bot.say("党组会议多久召开一次？", chat_type=ChatType.GROUP)
     assert "依据" in addressed.text
 
 
 @pytest.mark.parametrize("text", ["👍", "🙏🙏🙏", "？？？", "。。。!!!", "……", "😀 ！", "\u200b", "👨‍👩‍👧"])
 async def test_emoji_or_punctuation_only_gets_hint_without_retrieval(text: str) -> None:
-    qa = StubQA()
-    reply = await one(Core(qa), msg(text))
-    assert reply.text == texts.EMPTY_QUESTION
-    assert qa.questions == []
+    bot = TestBot()
+    assert (await bot.say(text)).text == texts.EMPTY_QUESTION
+    assert bot.qa.questions == []
+
+
+@pytest.mark.parametrize(("problem", "expected"), [
+    (Problem.NOT_TEXT, texts.NOT_TEXT), (Problem.FILE_TOO_BIG, texts.FILE_TOO_BIG),
+    (Problem.FILE_UNREADABLE, texts.FILE_UNREADABLE),
+])
+async def test_what_an_adapter_could_not_read_is_explained_by_the_core(problem: Problem, expected: str) -> None:
+    bot = TestBot(ProbeFeature())
+    assert (await bot.say(problem=problem)).text == expected
+    assert await bot.push(problem=problem, chat_type=ChatType.GROUP, addressed=False) == []  # group chatter
+    assert bot.qa.questions == []
 
 
 async def test_raising_answerer_apologises_and_next_message_works(caplog) -> None:
-    qa = StubQA()
-    core = Core(qa)
-    qa.fail = True
+    bot = TestBot(qa=StubAnswerer(fail=True))
     with caplog.at_level("ERROR"):
-        reply = await one(core, msg("党组会议多久召开一次？"))
+        reply = await bot.say("党组会议多久召开一次？")
     assert reply.text == texts.INTERNAL_ERROR
     assert "retrieval exploded" not in reply.text and "Traceback" not in reply.text
     assert any("handler failed" in r.getMessage() for r in caplog.records)
-    qa.fail = False
-    assert "依据" in (await one(core, msg("党组会议多久召开一次？"))).text
-    assert len(qa.questions) == 2
+    bot.qa.fail = False
+    assert "依据" in (await bot.say("党组会议多久召开一次？")).text
+    assert len(bot.qa.questions) == 2
+
+
+async def test_storage_outage_gets_the_polite_service_notice() -> None:
+    bot = TestBot(qa=StubAnswerer(fail=StorageUnavailable("database unavailable: OperationalError")))
+    reply = await bot.say("党组会议多久召开一次？")
+    assert reply.text == texts.SERVICE_UNAVAILABLE and "Operational" not in reply.text
 
 
 async def test_long_question_is_cut_before_retrieval() -> None:
-    qa = StubQA()
-    core = Core(qa, max_question_chars=50)
+    bot = TestBot(max_question_chars=50)
     question = "党组会议" * 100
-    await one(core, msg(question))
-    await one(core, msg("/ask " + question))
-    assert [len(q) for q in qa.questions] == [50, 50]
-    assert qa.questions[0] == question[:50]
+    await bot.say(question)
+    await bot.say("/ask " + question)
+    assert [len(q) for q in bot.qa.questions] == [50, 50]
+    assert bot.qa.questions[0] == question[:50]
 
 
 async def test_unknown_callback_prefix_gives_stale_button_toast() -> None:
-    feature = StubFeature()
-    core = Core(StubQA(), features=[feature])
+    feature = ProbeFeature()
+    bot = TestBot(feature)
     for data in ("old:1", "chk:next", "mtgx:1", "garbage"):
-        reply = await one(core, msg(callback=data))
+        reply = await bot.press(data)
         assert reply.toast == texts.STALE_BUTTON and reply.text == ""
     assert feature.callbacks == []
 
 
 async def test_callback_routed_to_feature_owning_prefix() -> None:
-    feature = StubFeature()
-    core = Core(StubQA(), features=[feature])
-    reply = await one(core, msg(callback="mtg:cancel:7"))
-    assert reply.toast == "got mtg:cancel:7"
+    feature = ProbeFeature()
+    bot = TestBot(feature)
+    assert (await bot.press("mtg:cancel:7")).toast == "got mtg:cancel:7"
     # A button press in a group is not "addressed" text, but still reaches its feature.
-    reply = await one(core, msg(callback="mtg:ok", chat_type=ChatType.GROUP, addressed=False))
-    assert reply.toast == "got mtg:ok"
+    assert (await bot.press("mtg:ok", chat_type=ChatType.GROUP, addressed=False)).toast == "got mtg:ok"
     assert feature.callbacks == ["mtg:cancel:7", "mtg:ok"]
 
 
 def test_commands_for_menu_lists_feature_commands_once() -> None:
-    core = Core(StubQA(), features=[StubFeature()])
-    menu = core.commands_for_menu()
+    menu = TestBot(ProbeFeature()).core.commands_for_menu()
     words = [w for w, _ in menu]
     assert words[:2] == ["start", "help"]
     assert sorted(words) == sorted({"start", "help", "meeting", "meetings"})
@@ -309,6 +290,57 @@ def test_commands_for_menu_lists_feature_commands_once() -> None:
     for word, description in menu:
         assert re.fullmatch(r"[a-z0-9_]{1,32}", word)  # Telegram setMyCommands rule
         assert 0 < len(description) <= 60
+
+
+# Replies shaped to capabilities ------------------------------------------------------------
+async def test_buttons_become_typed_replies_and_files_a_note_where_the_platform_has_none() -> None:
+    rich, plain = TestBot(ProbeFeature()), TestBot(ProbeFeature(), caps=PLAIN, platform="wecom")
+    full = await rich.say("/files")
+    assert full.buttons and full.file is not None and full.text == "会议日程已生成"
+    fitted = await plain.say("/files")
+    assert fitted.buttons == [] and fitted.file is None
+    first, hint, _, note = fitted.text.split("\n")
+    assert first == "会议日程已生成" and hint == texts.BUTTONS_AS_TYPED.format(labels="完成 / 跳过")
+    assert note == texts.FILE_NOT_SENT.format(filename="m.ics") and "mtg:" not in fitted.text
+    toast = await plain.press("mtg:x")
+    assert toast.text == "got mtg:x" and toast.toast is None  # no buttons, no toasts: shown as text
+
+
+async def test_pushes_are_shaped_to_the_adapters_capabilities() -> None:
+    bot = TestBot(caps=PLAIN, platform="wecom")
+    ref = ChatRef(platform="wecom", chat_id="lisi", user_id="lisi")
+    await bot.core.outbound.send(ref, [OutgoingMessage(text="第1步", buttons=[[Button(label="完成", data="chk:1")]])])
+    assert bot.outbound.texts == ["第1步\n" + texts.BUTTONS_AS_TYPED.format(labels="完成")]
+
+
+# No blocking work on the event loop --------------------------------------------------------
+class SlowDatabaseFeature:
+    """/status does a slow synchronous database call, like the real features' SQLAlchemy work."""
+
+    commands = ("status",)
+    callback_prefix = None
+    help_lines: list[tuple[str, str]] = []
+
+    def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
+        time.sleep(2.0)  # a locked table, a slow network round trip…
+        return [OutgoingMessage(text="进度")]
+
+    def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
+        return []
+
+    def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
+        return None
+
+
+async def test_a_slow_database_call_in_one_chat_does_not_delay_another_chats_answer() -> None:
+    bot = TestBot(SlowDatabaseFeature())
+    slow = asyncio.create_task(bot.say("/status", user="a"))
+    await asyncio.sleep(0.05)  # chat a is inside its database call
+    started = time.monotonic()
+    answer = await bot.say("党组会议多久召开一次？", user="b")
+    assert time.monotonic() - started < 1.0, "chat b waited for chat a's database call"
+    assert "依据" in answer.text and not slow.done()
+    assert (await slow).text == "进度"
 
 
 # split_text --------------------------------------------------------------------------------
@@ -487,7 +519,7 @@ def test_format_answer_llm_every_marker_in_the_answer_has_its_citation() -> None
 
 
 def test_format_refusal_and_no_citation_answers_are_plain() -> None:
-    refused = Answer(question="写诗", answer=texts.REFUSAL, refused=True)
-    assert format_answer(refused) == texts.REFUSAL
+    refused = Answer(question="写诗", answer=REFUSAL, refused=True)
+    assert format_answer(refused) == REFUSAL
     bare = Answer(question="q", answer="没有引用的回答", refused=False)
     assert format_answer(bare) == "没有引用的回答"

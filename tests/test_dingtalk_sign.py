@@ -5,7 +5,7 @@ import base64
 
 import pytest
 
-from bot.adapters.dingtalk_sign import MAX_SKEW_MS, SignatureError, check_sign, compute_sign, is_valid_sign
+from bot.adapters.dingtalk.sign import MAX_SKEW_MS, SignatureError, check_sign, compute_sign, is_valid_sign
 
 SECRET = "dangjianTestAppSecret0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
 TS = "1735689600000"

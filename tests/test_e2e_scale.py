@@ -1,4 +1,7 @@
-"""End to end, scaled out: a Chroma server, PostgreSQL, and two WeCom replicas sharing no disk."""
+"""End to end, scaled out: a Chroma server, PostgreSQL, and two WeCom replicas sharing no disk.
+
+The test is about replicas, not answers: its corpus is one document of the default corpus (the
+one the questions are about), so the ingests into the Chroma server stay short."""
 from __future__ import annotations
 
 import re
@@ -6,17 +9,25 @@ import shutil
 import subprocess
 import time
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e import DANGJIAN, REPO, BotProcess, wait_until
+from tests.e2e import DANGJIAN, REPO, TZ, BotProcess, ReminderClock, wait_until
 from tests.fakes.wecom_api import FakeWeCom
 from tests.servers import ServerUnavailable, chroma_server, free_port, postgres_server
 
-TZ = ZoneInfo("Asia/Shanghai")
+#: Process tests mostly wait (for start-up, reminders): under `make test` (pytest-xdist) they run
+#: one after another on one worker while the other worker runs everything else.
+pytestmark = pytest.mark.xdist_group("processes")
+
+DOCUMENT = "2019_liaoning_jiguan_shiwu_guanliju_dangzu_gongzuo_xize.txt"  # 第十八条, 第二十五条
+#: Seconds from the replicas' start until the first reminders may fall due: both start, answer,
+#: register two meetings; then replica A is killed before they are due.
+REMINDER_DELAY = 35
+#: The second reminders come this much later, when A has been restarted.
+SECOND_REMINDER_AFTER = 30
 NEW_DOC = "第五党支部学习制度\n第一条 第五党支部每月最后一个星期四下午集中学习，地点在图书馆二楼报告厅。\n第二条 本制度自印发之日起施行。\n"
 
 
@@ -32,11 +43,16 @@ def servers():
 def test_two_replicas_share_index_state_and_reminders(servers, tmp_path):
     pg_url, chroma_url = servers
     fake = FakeWeCom().start()
-    corpus = tmp_path / "corpus"
-    shutil.copytree(REPO / "corpus", corpus)
+    corpus, prompts = tmp_path / "corpus", tmp_path / "prompts"
+    corpus.mkdir()
+    for name in (DOCUMENT, "metadata.yaml"):
+        shutil.copy(REPO / "corpus" / name, corpus / name)
+    shutil.copytree(REPO / "prompts", prompts)
+    shutil.rmtree(prompts / "checklists")  # they cite documents this corpus does not have
+    (prompts / "checklists").mkdir()
     common = {
         "DANGJIAN_DATABASE_URL": pg_url, "DANGJIAN_CHROMA_URL": chroma_url,
-        "DANGJIAN_CORPUS_DIR": str(corpus),
+        "DANGJIAN_CORPUS_DIR": str(corpus), "DANGJIAN_PROMPTS_DIR": str(prompts),
         "DANGJIAN_WECOM_CORP_ID": fake.corp_id, "DANGJIAN_WECOM_AGENT_ID": str(fake.agent_id),
         "DANGJIAN_WECOM_SECRET": fake.secret, "DANGJIAN_WECOM_TOKEN": fake.callbacks.token,
         "DANGJIAN_WECOM_AES_KEY": fake.callbacks.aes_key, "DANGJIAN_WECOM_API_BASE": fake.base_url,
@@ -47,15 +63,15 @@ def test_two_replicas_share_index_state_and_reminders(servers, tmp_path):
         folder.mkdir()
 
     env_ingest = {**common, "DANGJIAN_DATA_DIR": str(data["ingest"])}
-    r = subprocess.run([DANGJIAN, "ingest"], env={**BotProcess("x", env_ingest, tmp_path / "i.log").env},
-                       capture_output=True, text=True, timeout=600)
+    ingester = BotProcess("x", env_ingest, tmp_path / "i.log")
+    r = subprocess.run([DANGJIAN, "ingest"], env=ingester.env, cwd=ingester.cwd, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr
 
     # Reminder times are chosen once the index exists, so a slow ingest cannot eat the lead time.
-    now = datetime.now(TZ)
-    first = (now + timedelta(seconds=150)).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    early = int((first - now).total_seconds()) - 50  # due ~50 s from now, while A is down
-    late = early - 30  # due ~80 s from now, when both replicas run again
+    clock = ReminderClock.start(REMINDER_DELAY)
+    early = clock.offset + 60  # the first reminder of a meeting a minute after clock.meeting()'s
+    late = early - SECOND_REMINDER_AFTER
     common["DANGJIAN_REMINDER_OFFSETS"] = f"{early}s,{late}s"
     ports = {"a": free_port(), "b": free_port()}
     bots = {
@@ -90,9 +106,10 @@ def test_two_replicas_share_index_state_and_reminders(servers, tmp_path):
             assert "第十八条" in fake.texts(user)[0] and "每月" in fake.texts(user)[0]
 
         # Meetings added through A are listed through B.
+        first = clock.meeting(margin=8) + timedelta(minutes=1)  # first reminder due while A is down
         hhmm1 = first.strftime("%H:%M")
-        post("a", "sec", f"/meeting add 支委会 {first:%Y-%m-%d} {hhmm1} 三楼会议室 研究发展党员工作", 3)
-        post("a", "sec", f"/meeting add 党小组会 {first:%Y-%m-%d} {hhmm1} 二楼会议室 学习讨论", 4)
+        post("a", "sec", clock.command(first), 3)
+        post("a", "sec", clock.command(first, "党小组会", "二楼会议室"), 4)
         wait_until(lambda: len(fake.texts("sec")) >= 2, 30, "the confirmations")
         assert all(re.search(r"#\d+", t) for t in fake.texts("sec")[:2])
         post("b", "sec", "/meetings", 5)
@@ -114,7 +131,7 @@ def test_two_replicas_share_index_state_and_reminders(servers, tmp_path):
 
         # A re-ingest with a new document while B serves: every question answered meanwhile.
         (corpus / "第五党支部学习制度.txt").write_text(NEW_DOC, encoding="utf-8")
-        ingest = subprocess.Popen([DANGJIAN, "ingest"], env=BotProcess("x", env_ingest, tmp_path / "i.log").env,
+        ingest = subprocess.Popen([DANGJIAN, "ingest"], env=ingester.env, cwd=ingester.cwd,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         asked = 0
         while ingest.poll() is None:

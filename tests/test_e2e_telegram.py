@@ -3,45 +3,86 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
+import pytest
 
-from tests.e2e import REPO, BotProcess, wait_until
+from tests.e2e import BotProcess, ReminderClock, wait_until
 from tests.fakes.telegram_api import FakeTelegram
 
-TZ = ZoneInfo("Asia/Shanghai")
+#: Process tests mostly wait (for start-up, reminders): under `make test` (pytest-xdist) they run
+#: one after another on one worker while the other worker runs everything else.
+pytestmark = pytest.mark.xdist_group("processes")
+
 USER = 42
 GROUP = -1001234
+#: Seconds from process start until the first reminder may fall due: start-up, the secretary's
+#: commands, then a crash before it is due.
+REMINDER_DELAY = 25
 
 
-def _env(tg: FakeTelegram, data, corpus, **extra) -> dict[str, str]:
-    return {
-        "DANGJIAN_TELEGRAM_TOKEN": tg.token, "DANGJIAN_TELEGRAM_BASE_URL": tg.base_url,
-        "DANGJIAN_DATA_DIR": str(data), "DANGJIAN_CORPUS_DIR": str(corpus),
-        "DANGJIAN_TIMEZONE": "Asia/Shanghai", "DANGJIAN_REMINDER_POLL_SECONDS": "1", **extra,
-    }
+def _env(tg: FakeTelegram, data, **extra) -> dict[str, str]:
+    return {"DANGJIAN_TELEGRAM_TOKEN": tg.token, "DANGJIAN_TELEGRAM_BASE_URL": tg.base_url,
+            "DANGJIAN_DATA_DIR": str(data), **extra}
 
 
 def _ready(tg: FakeTelegram, bot: BotProcess, since_calls: int = 0) -> None:
     wait_until(lambda: len(tg.calls("getUpdates")) > since_calls, 90, "the bot to poll", bot)
 
 
+def _replies(messages: list) -> list:
+    return [m for m in messages if "提醒】" not in (m.text or "")]  # a reminder may come any time
+
+
 def _ask(tg: FakeTelegram, text: str, chat=USER, user=USER, timeout=30, **kw):
     mark = tg.mark()
     tg.push_text(chat, user, text, **kw)
-    return tg.wait_for_messages_sync(1, timeout=timeout, since=mark)[0]
+    return _replies(tg.wait_for_messages_sync(lambda new: _replies(new), timeout=timeout, since=mark))[0]
 
 
 def test_members_secretaries_and_restarts(tg, data_copy, tmp_path):
-    now = datetime.now(TZ)
-    meeting_at = (now + timedelta(seconds=150)).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    offset = int((meeting_at - now).total_seconds()) - 45  # the reminder falls due ~45 s from now
-    bot = BotProcess("telegram", _env(tg, data_copy, REPO / "corpus", DANGJIAN_REMINDER_OFFSETS=f"{offset}s"),
-                     tmp_path / "bot.log").start()
+    clock = ReminderClock.start(REMINDER_DELAY)
+    bot = BotProcess("telegram", _env(tg, data_copy, **clock.env), tmp_path / "bot.log").start()
     try:
         _ready(tg, bot)
         assert {c["command"] for c in tg.my_commands} >= {"start", "help", "meeting", "checklist", "reindex"}
+
+        # A secretary registers two meetings, cancels one, lists.
+        at = clock.meeting(margin=8)  # not due before the crash below
+        day, hhmm = at.strftime("%Y-%m-%d"), at.strftime("%H:%M")
+        kept = _ask(tg, clock.command(at))
+        kept_id = re.search(r"#(\d+)", kept.text).group(1)
+        dropped = _ask(tg, clock.command(at, "党小组会", "二楼小会议室"))
+        dropped_id = re.search(r"#(\d+)", dropped.text).group(1)
+        bad = _ask(tg, "/meeting add 支委会 2025-13-45 25:99 三楼会议室 议题")
+        assert not re.search(r"#\d", bad.text) and "/meeting add" in bad.text
+        cancelled = _ask(tg, f"/meeting cancel {dropped_id}")
+        assert dropped_id in cancelled.text
+        listing = _ask(tg, "/meetings")
+        assert f"#{kept_id}" in listing.text and f"#{dropped_id}" not in listing.text and day in listing.text
+
+        # A checklist: step 1 with buttons, 完成 shows step 2.
+        step1 = _ask(tg, "/checklist 民主生活会")
+        assert "《" in step1.text and step1.reply_markup
+        labels = [label for row in step1.buttons for label, _ in row]
+        assert "完成" in labels
+        done_data = next(data for row in step1.buttons for label, data in row if label == "完成")
+        mark = tg.mark()
+        tg.push_callback(USER, USER, done_data, message_id=step1.message_id)
+        step2 = _replies(tg.wait_for_messages_sync(lambda new: _replies(new), timeout=30, since=mark))[0]
+        assert "《" in step2.text and step2.text != step1.text and step2.reply_markup
+        assert tg.callback_answers
+
+        def reminders(meeting_type: str) -> list:
+            return [m for m in tg.sent if m.chat_id == USER and meeting_type in m.text and "提醒】" in m.text]
+
+        # Crash before the reminder is due, restart: progress and the reminder survive.
+        assert not reminders("支委会")
+        bot.kill()
+        polls = len(tg.calls("getUpdates"))
+        bot.start()
+        _ready(tg, bot, polls)
+        again = _ask(tg, "/checklist 民主生活会")
+        assert again.text == step2.text
 
         # A member asks in private: a cited answer, first message, within the limit.
         reply = _ask(tg, "党组会议一般多久召开一次？")
@@ -54,52 +95,17 @@ def test_members_secretaries_and_restarts(tg, data_copy, tmp_path):
         mark = tg.mark()
         tg.push_text(GROUP, 7, "今天中午吃什么？", chat_type="supergroup")
         tg.push_text(GROUP, 7, f"@{tg.username} 党组会议纪要由谁签发？", chat_type="supergroup")
-        [answer] = tg.wait_for_messages_sync(1, timeout=30, since=mark)
-        assert "第二十五条" in answer.text
-        assert len(tg.sent) - mark == 1
+        [answer] = _replies(tg.wait_for_messages_sync(lambda new: _replies(new), timeout=30, since=mark))
+        assert "第二十五条" in answer.text and answer.chat_id == GROUP
+        assert len(_replies(tg.sent[mark:])) == 1
 
-        # A secretary registers two meetings, cancels one, lists.
-        day, hhmm = meeting_at.strftime("%Y-%m-%d"), meeting_at.strftime("%H:%M")
-        kept = _ask(tg, f"/meeting add 支委会 {day} {hhmm} 三楼会议室 研究发展党员工作")
-        kept_id = re.search(r"#(\d+)", kept.text).group(1)
-        dropped = _ask(tg, f"/meeting add 党小组会 {day} {hhmm} 二楼小会议室 学习讨论")
-        dropped_id = re.search(r"#(\d+)", dropped.text).group(1)
-        bad = _ask(tg, "/meeting add 支委会 2025-13-45 25:99 三楼会议室 议题")
-        assert not re.search(r"#\d", bad.text) and "/meeting add" in bad.text
-        cancelled = _ask(tg, f"/meeting cancel {dropped_id}")
-        assert dropped_id in cancelled.text
-        listing = _ask(tg, "/meetings")
-        assert f"#{kept_id}" in listing.text and f"#{dropped_id}" not in listing.text
-
-        # A checklist: step 1 with buttons, 完成 shows step 2.
-        step1 = _ask(tg, "/checklist 民主生活会")
-        assert "《" in step1.text and step1.reply_markup
-        labels = [label for row in step1.buttons for label, _ in row]
-        assert "完成" in labels
-        done_data = next(data for row in step1.buttons for label, data in row if label == "完成")
-        mark = tg.mark()
-        tg.push_callback(USER, USER, done_data, message_id=step1.message_id)
-        step2 = tg.wait_for_messages_sync(1, timeout=30, since=mark)[0]
-        assert "《" in step2.text and step2.text != step1.text and step2.reply_markup
-        assert tg.callback_answers
-
-        # Crash, restart: progress and reminders survive.
-        bot.kill()
-        polls = len(tg.calls("getUpdates"))
-        bot.start()
-        _ready(tg, bot, polls)
-        again = _ask(tg, "/checklist 民主生活会")
-        assert again.text == step2.text
-
-        def reminders(meeting_type: str) -> list:
-            return [m for m in tg.sent if m.chat_id == USER and meeting_type in m.text and "提醒】" in m.text]
-
-        wait_until(lambda: reminders("支委会"), 120, "the reminder", bot)
-        time.sleep(4)  # a duplicate would follow within a couple of polls
+        wait_until(lambda: reminders("支委会"), 90, "the reminder", bot)
+        time.sleep(3)  # a duplicate would follow within a couple of polls
         assert len(reminders("支委会")) == 1
         reminder = reminders("支委会")[0]
         assert "三楼会议室" in reminder.text and hhmm in reminder.text
         assert not reminders("党小组会")
         assert bot.alive
+        assert bot.stop() == 0
     finally:
         bot.stop()

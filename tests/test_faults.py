@@ -1,23 +1,21 @@
 """Faults: a database that cannot be opened, Chroma or the database failing while serving."""
 from __future__ import annotations
 
-import os
+import shutil
 import subprocess
 
-from sqlalchemy.exc import OperationalError
-
-from bot.core.engine import Core
-from bot.core.models import Capabilities, IncomingMessage
+from bot.checklists import ChecklistFeature
 from bot.core import texts
-from tests.e2e import DANGJIAN, REPO
+from bot.store.db import Database
+from tests.e2e import DANGJIAN, process_env, work_dir
+from tests.harness import TestBot
 
 
-def test_database_that_cannot_be_opened_is_a_clear_exit(tmp_path, data_copy):
-    env = {**os.environ, "DANGJIAN_DATA_DIR": str(data_copy),
-           "DANGJIAN_DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir/x.db"}
-    env.pop("DANGJIAN_TELEGRAM_TOKEN", None)
+def test_database_that_cannot_be_opened_is_a_clear_exit(tmp_path):
+    env = process_env({"DANGJIAN_DATA_DIR": str(tmp_path / "data"),
+                       "DANGJIAN_DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir/x.db"})
     r = subprocess.run([DANGJIAN, "run", "--adapter", "console"], env=env, capture_output=True, text=True,
-                       timeout=120, stdin=subprocess.DEVNULL, cwd=REPO)
+                       timeout=120, stdin=subprocess.DEVNULL, cwd=work_dir(tmp_path))
     assert r.returncode == 3
     assert "启动失败" in r.stderr and "无法打开数据库" in r.stderr
     assert r.stderr.count("Traceback") == 0
@@ -35,12 +33,15 @@ def test_chroma_failing_while_serving_falls_back_to_the_in_memory_vectors(servic
     assert service.ask("帮我写一首关于春天的诗").refused
 
 
-async def test_database_failing_while_serving_gets_a_polite_notice():
-    class Broken:
-        def ask(self, question):
-            raise OperationalError("select 1", {}, Exception("connection refused"))
-
-    core = Core(Broken())
-    msg = IncomingMessage(platform="console", chat_id="c", user_id="u", text="党组会议多久开一次？")
-    [reply] = await core.handle(msg, Capabilities())
+async def test_database_failing_while_serving_gets_a_polite_notice(tmp_path):
+    folder = tmp_path / "state"
+    folder.mkdir()
+    db = Database(f"sqlite:///{folder}/state.db")
+    db.create_schema()
+    bot = TestBot(ChecklistFeature(db, [], timezone="Asia/Shanghai"))
+    assert "还没有开始任何清单" in (await bot.say("/checklist status")).text
+    db.engine.dispose()
+    shutil.rmtree(folder)  # the database is gone while the bot serves
+    reply = await bot.say("/checklist status")
     assert reply.text == texts.SERVICE_UNAVAILABLE and "Traceback" not in reply.text
+    assert "依据" in (await bot.say("党组会议多久召开一次？")).text  # questions are still answered

@@ -5,6 +5,7 @@ the scheduler tests import.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,16 +13,18 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 import pytest
+from dateutil.rrule import rrulestr
 
-from bot.core.engine import Core
-from bot.core.models import Capabilities, ChatType, IncomingMessage, OutgoingMessage
+from bot.core.models import Capabilities, ChatType, OutgoingMessage
 from bot.meetings import MeetingRules, MeetingsFeature
 from bot.meetings import tables as meeting_tables
 from bot.meetings.repo import MeetingRepo
 from bot.meetings.rules import quote_occurs
 from bot.settings import Settings
 from bot.store.db import Database
-from retrieval.models import Answer, Article
+from retrieval.models import Article
+from tests import harness
+from tests.harness import TestBot
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "prompts" / "meeting_rules.yaml"
 TZ = ZoneInfo("Asia/Shanghai")
@@ -131,7 +134,7 @@ def local(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> datetime:
 def make_settings(**overrides) -> Settings:
     values = dict(timezone="Asia/Shanghai", reminder_offsets="1d,2h", reminder_grace="6h", reminder_poll_seconds=5.0)
     values.update(overrides)
-    return Settings(_env_file=None, **values)
+    return harness.make_settings(**values)
 
 
 def make_db(tmp_path: Path, name: str = "meetings.db") -> Database:
@@ -142,47 +145,31 @@ def make_db(tmp_path: Path, name: str = "meetings.db") -> Database:
 
 
 # ---------------------------------------------------------------------- harness
-class StubQA:
-    """The meetings feature never asks questions; fail loudly if the core routes one here."""
-
-    def ask(self, question: str) -> Answer:  # pragma: no cover - must not be called
-        raise AssertionError(f"question routed to QA: {question!r}")
-
-
 ADMIN = "telegram:900"
-FILES = Capabilities(files=True, buttons=True, max_chars=4096)
 NO_FILES = Capabilities(files=False, max_bytes=2048)
 
 
-class Harness:
+class Harness(TestBot):
+    """The harness with the meetings feature on its own SQLite file and an injected clock.
+
+    Messages default to the group "-100", from user 42, a group admin."""
+
     def __init__(self, tmp_path: Path, now: datetime, rules: MeetingRules | None = None, **settings) -> None:
         self.clock = Clock(now)
         self.db = make_db(tmp_path)
         self.rules = rules or load_rules()
         self.feature = MeetingsFeature(self.db, make_settings(**settings), self.rules, clock=self.clock)
-        self.core = Core(qa=StubQA(), admins=frozenset({ADMIN}), rate_limit_per_minute=0, features=[self.feature])
+        super().__init__(self.feature, admins={ADMIN})
         self.repo = MeetingRepo(self.db)
 
-    async def send(
-        self,
-        text: str,
-        *,
-        chat_id: str = "-100",
-        chat_type: ChatType = ChatType.GROUP,
-        user_id: str = "42",
-        admin: bool = True,
-        platform: str = "telegram",
-        caps: Capabilities = FILES,
-    ) -> list[OutgoingMessage]:
-        msg = IncomingMessage(
-            platform=platform, chat_id=chat_id, chat_type=chat_type, user_id=user_id, text=text,
-            sender_is_chat_admin=admin,
-        )
-        return await self.core.handle(msg, caps)
+    async def send(self, text: str, *, chat_id: str = "-100", chat_type: ChatType = ChatType.GROUP,
+                   user_id: str = "42", admin: bool = True, **kw) -> list[OutgoingMessage]:
+        return await self.push(text, chat=chat_id, chat_type=chat_type, user=user_id, chat_admin=admin, **kw)
 
     async def text(self, text: str, **kw) -> str:
         replies = await self.send(text, **kw)
         assert len(replies) == 1, replies
+        assert self.qa.questions == []  # the meetings feature never asks questions
         return replies[0].text
 
 
@@ -380,7 +367,13 @@ async def test_ics_recurring_has_rrule(h: Harness) -> None:
     ev = cal.walk("VEVENT")[0]
     assert ev.decoded("dtstart") == datetime(2025, 4, 7, 9, 0, tzinfo=TZ)
     rrule = ev["rrule"]
-    assert rrule["FREQ"] == ["MONTHLY"] and rrule["INTERVAL"] == [3] and rrule["BYDAY"] == ["1MO"]
+    assert rrule["FREQ"] == ["YEARLY"] and rrule["BYMONTH"] == [1, 4, 7, 10] and rrule["BYDAY"] == ["1MO"]
+    # A calendar expanding the file's rule meets on the days the reminders are sent for.
+    calendar = rrulestr(rrule.to_ical().decode(), dtstart=ev.decoded("dtstart"))
+    expanded = [at.astimezone(timezone.utc) for at in itertools.islice(calendar, 8)]
+    meeting = h.repo.get(number)
+    assert expanded == list(itertools.islice(meeting.recurrence.occurrences(TZ, NOW), 8))
+    assert expanded[1] == local(2025, 7, 7, 9, 0) and expanded[4] == local(2026, 4, 6, 9, 0)
 
 
 async def test_ics_of_cancelled_or_foreign_meeting_is_refused(h: Harness) -> None:

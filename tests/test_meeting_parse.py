@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -104,7 +104,7 @@ def test_quarterly() -> None:
     d = parse_add("支部党员大会 每季度首月第1个周一 09:00 大会议室 听取工作报告", NOW, TZ)
     assert upcoming(d) == [at(2025, 4, 7, 9), at(2025, 7, 7, 9), at(2025, 10, 6, 9), at(2026, 1, 5, 9)]
     assert d.recurrence.label() == "每季度首月第1个周一 09:00"
-    assert d.recurrence.rrule() == {"FREQ": "MONTHLY", "INTERVAL": 3, "BYDAY": "1MO"}
+    assert d.recurrence.rrule() == {"FREQ": "YEARLY", "BYMONTH": [1, 4, 7, 10], "BYDAY": "1MO"}
     end = parse_add("支部党员大会 每季度末月最后一个周五 15:00 大会议室 学习", NOW, TZ)
     assert upcoming(end, 2) == [at(2025, 3, 28, 15), at(2025, 6, 27, 15)]
     middle = parse_add("支部党员大会 每季度第2个月10日 15:00 大会议室 学习", NOW, TZ)
@@ -199,7 +199,8 @@ def test_display_helpers() -> None:
 
 def test_last_weekday_covers_every_month_length() -> None:
     rec = Recurrence(freq="month", hour=9, minute=0, weekday=6, nth=-1)
-    dates = list(itertools.islice(rec.dates_from(date(2024, 1, 1)), 24))
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    dates = [t.astimezone(TZ).date() for t in itertools.islice(rec.occurrences(TZ, start), 24)]
     assert len({(d.year, d.month) for d in dates}) == 24
     for d in dates:
         assert d.weekday() == 6 and (d + timedelta(days=7)).month != d.month

@@ -9,42 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.engine import Core
-from bot.core.models import Capabilities, ChatRef, ChatType, IncomingMessage, OutgoingMessage
+from bot.core.models import ChatRef, ChatType
 from bot.core.outbound import OutboundRegistry
 from bot.meetings import MeetingsFeature, ReminderScheduler
 from bot.meetings.parse import parse_add
 from bot.meetings.repo import MeetingRepo
 from bot.meetings.tables import CANCELLED, MISSED, PENDING, SENT
 from bot.store.db import Database
-from tests.test_meeting_feature import TZ, Clock, StubQA, load_rules, local, make_db, make_settings
+from tests.harness import RecordingOutbound, TestBot
+from tests.test_meeting_feature import TZ, Clock, load_rules, local, make_db, make_settings
 
 REF = ChatRef(platform="telegram", chat_id="-100", chat_type=ChatType.GROUP, user_id="42")
 NOW = local(2025, 3, 3, 10, 0)
 RULES = load_rules()
-
-
-class FakeOutbound:
-    """An adapter's outbound side that records what it was asked to send."""
-
-    def __init__(self, *, fail_first: int = 0) -> None:
-        self.capabilities = Capabilities(files=True, max_chars=4096)
-        self.sent: list[tuple[ChatRef, list[OutgoingMessage]]] = []
-        self.fail_first = fail_first
-        self.calls = 0
-        self.event = asyncio.Event()
-
-    async def send(self, ref: ChatRef, messages: list[OutgoingMessage]) -> None:
-        self.calls += 1
-        await asyncio.sleep(0)  # let concurrent schedulers interleave
-        if self.calls <= self.fail_first:
-            raise ConnectionError("platform unavailable")
-        self.sent.append((ref, messages))
-        self.event.set()
-
-    @property
-    def texts(self) -> list[str]:
-        return [m.text for _, msgs in self.sent for m in msgs]
 
 
 class World:
@@ -56,7 +33,7 @@ class World:
         self.db = make_db(tmp_path)
         self.repo = MeetingRepo(self.db)
 
-    def scheduler(self, outbound: FakeOutbound | None = None, platform: str = "telegram", **kw) -> ReminderScheduler:
+    def scheduler(self, outbound: RecordingOutbound | None = None, platform: str = "telegram", **kw) -> ReminderScheduler:
         registry = OutboundRegistry()
         if outbound is not None:
             registry.register(platform, outbound)
@@ -83,7 +60,7 @@ def w(tmp_path: Path) -> World:
 # ---------------------------------------------------------------------- normal delivery
 async def test_due_reminders_are_sent_once_at_their_time(w: World) -> None:
     mid = w.add("支委会 2025-03-12 15:00 三楼会议室 研究发展党员工作")
-    out = FakeOutbound()
+    out = RecordingOutbound()
     s = w.scheduler(out)
     w.clock.now = local(2025, 3, 11, 14, 59, )
     assert await s.tick() == 0 and out.sent == []
@@ -108,7 +85,7 @@ async def test_due_reminders_are_sent_once_at_their_time(w: World) -> None:
 
 async def test_party_group_meeting_reminder_cites_the_notice_rule(w: World) -> None:
     w.add("党组会议 2025-03-12 09:00 党组会议室 研究年度预算")
-    out = FakeOutbound()
+    out = RecordingOutbound()
     w.clock.now = local(2025, 3, 11, 9, 0)
     assert await w.scheduler(out).tick() == 1
     text = out.texts[0]
@@ -118,7 +95,7 @@ async def test_party_group_meeting_reminder_cites_the_notice_rule(w: World) -> N
 
 async def test_type_without_rule_has_no_citation(w: World) -> None:
     w.add("读书会 2025-03-12 09:00 图书室 读书")
-    out = FakeOutbound()
+    out = RecordingOutbound()
     w.clock.now = local(2025, 3, 11, 9, 0)
     assert await w.scheduler(out).tick() == 1
     assert "读书会" in out.texts[0] and "《" not in out.texts[0]
@@ -127,7 +104,7 @@ async def test_type_without_rule_has_no_citation(w: World) -> None:
 async def test_seconds_offsets(tmp_path: Path) -> None:
     w = World(tmp_path, reminder_offsets="0s,60s")
     mid = w.add("支委会 2025-03-03 10:02 三楼 临时会议")
-    out = FakeOutbound()
+    out = RecordingOutbound()
     s = w.scheduler(out)
     w.clock.advance(timedelta(seconds=59))
     assert await s.tick() == 0
@@ -139,15 +116,11 @@ async def test_seconds_offsets(tmp_path: Path) -> None:
 
 
 async def test_end_to_end_from_command_to_reminder(w: World) -> None:
-    feature = MeetingsFeature(w.db, w.settings, RULES, clock=w.clock)
-    core = Core(qa=StubQA(), features=[feature], rate_limit_per_minute=0)
-    msg = IncomingMessage(
-        platform="telegram", chat_id="-100", chat_type=ChatType.GROUP, user_id="42", sender_is_chat_admin=True,
-        text="/meeting add 主题党日 2025-03-05 09:00 党员活动室 学习 党章",
-    )
-    [reply] = await core.handle(msg, Capabilities())
+    bot = TestBot(MeetingsFeature(w.db, w.settings, RULES, clock=w.clock))
+    reply = await bot.say("/meeting add 主题党日 2025-03-05 09:00 党员活动室 学习 党章", chat="-100",
+                          chat_type=ChatType.GROUP, user="42", chat_admin=True)
     assert reply.text.startswith("已登记会议 #")
-    out = FakeOutbound()
+    out = RecordingOutbound()
     s = w.scheduler(out)
     w.clock.now = local(2025, 3, 4, 9, 0)
     assert await s.tick() == 1
@@ -157,7 +130,7 @@ async def test_end_to_end_from_command_to_reminder(w: World) -> None:
 # ---------------------------------------------------------------------- exclusivity
 async def test_two_schedulers_on_one_database_send_each_reminder_once(w: World) -> None:
     ids = [w.add(f"支委会 2025-03-{5 + i:02d} 15:00 三楼 议题{i}") for i in range(8)]
-    a_out, b_out = FakeOutbound(), FakeOutbound()
+    a_out, b_out = RecordingOutbound(), RecordingOutbound()
     a, b = w.scheduler(a_out), w.scheduler(b_out)
     assert a.instance_id != b.instance_id
     t = local(2025, 3, 4, 15, 0)
@@ -177,7 +150,7 @@ def test_schedulers_in_parallel_threads_never_duplicate(tmp_path: Path) -> None:
     for i in range(12):
         w.add(f"支委会 2025-03-06 {8 + i}:00 三楼 议题{i}")
     w.clock.now = local(2025, 3, 5, 20, 0)  # every 1-day reminder is due, no 2-hour one
-    outs = [FakeOutbound(), FakeOutbound()]
+    outs = [RecordingOutbound(), RecordingOutbound()]
     scheds = [w.scheduler(outs[0]), w.scheduler(outs[1])]
     barrier = threading.Barrier(2)
 
@@ -207,7 +180,7 @@ async def test_crashed_claim_is_taken_over_after_the_lease_only(w: World) -> Non
     t = local(2025, 3, 11, 15, 0)
     w.clock.now = t
     assert w.repo.claim(rid, "crashed-process", t, timedelta(seconds=60)) is not None  # then kill -9
-    out = FakeOutbound()
+    out = RecordingOutbound()
     s = w.scheduler(out)
     assert await s.tick() == 0
     w.clock.now = t + timedelta(seconds=30)
@@ -225,7 +198,7 @@ async def test_sent_reminder_with_expired_lease_is_never_resent(w: World) -> Non
     t = local(2025, 3, 11, 15, 0)
     assert w.repo.claim(rid, "other", t, timedelta(seconds=60))
     assert w.repo.mark_sent(rid, t, late=False)
-    out = FakeOutbound()
+    out = RecordingOutbound()
     s = w.scheduler(out)
     for minutes in (2, 30, 300):
         w.clock.now = t + timedelta(minutes=minutes)
@@ -238,7 +211,7 @@ async def test_restart_within_grace_sends_late_once_and_beyond_grace_records_mis
     late_mid = w.add("党小组会 2025-03-12 20:00 二楼 学习")  # reminders 3/11 20:00 and 3/12 18:00
     # The bot was down from before 3/11 15:00 until 3/12 14:00.
     w.clock.now = local(2025, 3, 12, 14, 0)
-    out = FakeOutbound()
+    out = RecordingOutbound()
     s = w.scheduler(out)
     assert await s.tick() == 1
     assert await s.tick() == 0
@@ -258,7 +231,7 @@ async def test_restart_within_grace_sends_late_once_and_beyond_grace_records_mis
 async def test_late_reminder_after_the_meeting_started_says_so(w: World) -> None:
     mid = w.add("支委会 2025-03-12 15:00 三楼 议题")
     w.clock.now = local(2025, 3, 12, 15, 30)  # 2-hour reminder 2.5 h overdue, within grace
-    out = FakeOutbound()
+    out = RecordingOutbound()
     assert await w.scheduler(out).tick() == 1
     assert "【补发提醒】" in out.texts[0] and "会议已于 2025-03-12（星期三）15:00 开始" in out.texts[0]
     assert w.statuses(mid) == [MISSED, SENT]
@@ -267,7 +240,7 @@ async def test_late_reminder_after_the_meeting_started_says_so(w: World) -> None
 async def test_a_few_seconds_behind_is_not_late(w: World) -> None:
     mid = w.add("支委会 2025-03-12 15:00 三楼 议题")
     w.clock.now = local(2025, 3, 11, 15, 0) + timedelta(seconds=20)
-    out = FakeOutbound()
+    out = RecordingOutbound()
     assert await w.scheduler(out).tick() == 1
     assert "补发" not in out.texts[0] and w.repo.reminders_for(mid)[0].late is False
 
@@ -277,7 +250,7 @@ async def test_cancelled_meeting_is_never_reminded(w: World) -> None:
     mid = w.add("支委会 2025-03-12 15:00 三楼 议题")
     keep = w.add("党小组会 2025-03-12 15:00 二楼 学习")
     w.repo.cancel(mid, "telegram", "-100", "42", NOW)
-    out = FakeOutbound()
+    out = RecordingOutbound()
     s = w.scheduler(out)
     for t in (local(2025, 3, 11, 15), local(2025, 3, 12, 13), local(2025, 3, 12, 23)):
         w.clock.now = t
@@ -289,14 +262,14 @@ async def test_cancelled_meeting_is_never_reminded(w: World) -> None:
 async def test_platform_without_adapter_stays_pending_until_beyond_grace(w: World) -> None:
     wecom = REF.model_copy(update={"platform": "wecom", "chat_id": "grp"})
     mid = w.add("支委会 2025-03-12 15:00 三楼 议题", ref=wecom)
-    telegram_only = w.scheduler(FakeOutbound())
+    telegram_only = w.scheduler(RecordingOutbound())
     w.clock.now = local(2025, 3, 11, 15, 0)
     assert await telegram_only.tick() == 0
     w.clock.now = local(2025, 3, 11, 20, 0)
     assert await telegram_only.tick() == 0
     assert w.statuses(mid) == [PENDING, PENDING]
     # another replica serving WeCom picks it up, late but within grace
-    out = FakeOutbound()
+    out = RecordingOutbound()
     assert await w.scheduler(out, platform="wecom").tick() == 1
     assert out.sent[0][0] == wecom and "【补发提醒】" in out.texts[0]
     # the 2-hour reminder is never served in time: recorded missed once beyond grace
@@ -310,19 +283,19 @@ async def test_platform_without_adapter_stays_pending_until_beyond_grace(w: Worl
 
 async def test_adapter_that_stopped_releases_the_claim(w: World) -> None:
     mid = w.add("支委会 2025-03-12 15:00 三楼 议题")
-    s = w.scheduler(FakeOutbound())
+    s = w.scheduler(RecordingOutbound())
     s.outbound = OutboundRegistry()  # adapter gone after the due list was built
     s.outbound.platforms = lambda: ["telegram"]  # type: ignore[method-assign]
     w.clock.now = local(2025, 3, 11, 15, 0)
     assert await s.tick() == 0
-    out = FakeOutbound()
+    out = RecordingOutbound()
     assert await w.scheduler(out).tick() == 1  # not held back by a lease
     assert w.statuses(mid)[0] == SENT
 
 
 async def test_failed_send_is_retried_after_the_lease(w: World) -> None:
     mid = w.add("支委会 2025-03-12 15:00 三楼 议题")
-    out = FakeOutbound(fail_first=1)
+    out = RecordingOutbound(fail_first=1)
     s = w.scheduler(out)
     t = local(2025, 3, 11, 15, 0)
     w.clock.now = t
@@ -339,7 +312,7 @@ async def test_failed_send_is_retried_after_the_lease(w: World) -> None:
 
 async def test_recurring_meeting_reminds_every_occurrence_once(w: World) -> None:
     mid = w.add("主题党日 每周五 09:00 党员活动室 集中学习")
-    out = FakeOutbound()
+    out = RecordingOutbound()
     s = w.scheduler(out)
     t = NOW
     while t < local(2025, 3, 22, 0):
@@ -358,7 +331,7 @@ async def test_recurring_meeting_reminds_every_occurrence_once(w: World) -> None
 async def test_run_forever_survives_errors(w: World, monkeypatch: pytest.MonkeyPatch) -> None:
     w.add("支委会 2025-03-12 15:00 三楼 议题")
     w.clock.now = local(2025, 3, 11, 15, 0)
-    out = FakeOutbound()
+    out = RecordingOutbound()
     s = w.scheduler(out)
     s.poll_seconds = 0.01
     real = s.repo.materialise
@@ -373,7 +346,7 @@ async def test_run_forever_survives_errors(w: World, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(s.repo, "materialise", flaky)
     task = asyncio.create_task(s.run_forever())
     try:
-        await asyncio.wait_for(out.event.wait(), timeout=10)
+        await out.wait(1)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+pytestmark = pytest.mark.xdist_group("servers")  # one worker starts the session servers
+
 # The fixtures live in tests/servers.py; conftest.py registers the plugin as well (registering it
 # twice is a no-op), this line keeps the module runnable on its own. The context managers are
 # imported inside the tests so that pytest imports the plugin first (assertion rewriting).
@@ -75,10 +77,10 @@ def test_postgres_server_is_stopped_and_removed_when_the_test_fails(pg_url):
 # Chroma -------------------------------------------------------------------------------------------
 def _client(url: str):
     import chromadb
-    from chromadb.config import Settings
+    from chromadb.config import Settings as ChromaSettings
 
     u = urlparse(url)
-    return chromadb.HttpClient(host=u.hostname, port=u.port, settings=Settings(anonymized_telemetry=False))
+    return chromadb.HttpClient(host=u.hostname, port=u.port, settings=ChromaSettings(anonymized_telemetry=False))
 
 
 def test_chroma_stores_and_queries_explicit_embeddings(chroma_url):

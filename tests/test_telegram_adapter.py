@@ -1,57 +1,42 @@
-"""The Telegram adapter end to end: real PTB Application ↔ the fake Bot API on 127.0.0.1."""
+"""The Telegram adapter in-process: its real PTB Application processes updates
+(``Application.process_update``) and every Bot API call is answered by the fake Bot API through
+a recording request (tests/fakes/telegram_request.py): no server, no polling."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from telegram import Update
 from telegram.error import BadRequest
 
 from bot.adapters import telegram as tg_adapter
 from bot.adapters.telegram import CAPABILITIES, TelegramAdapter, derive_base_file_url
+from bot.adapters.telegram.adapter import PerChatUpdateProcessor
 from bot.core import texts
 from bot.core.engine import Core
 from bot.core.feature import Context
 from bot.core.models import Button, ChatRef, IncomingFile, OutgoingFile, OutgoingMessage
 from bot.settings import Settings
 from bot.store.db import Database
-from retrieval.models import Answer, Citation
 from tests.fakes.telegram_api import FakeTelegram
+from tests.fakes.telegram_request import FakeTelegramRequest
+from tests.harness import ARTICLE, StubAnswerer, TestBot, make_settings as harness_settings
 
 PRIVATE = 1001
 USER = 1001
 OTHER_USER = 1002
 GROUP = -1001234567890
-
-ANSWER_TEXT = "党组会议一般每月召开一次，遇有重要情况可以随时召开。"
-ARTICLE_TEXT = "党组会议一般每月召开1次，遇有重要情况可以随时召开。"
-
-
-class StubQA:
-    """A question answerer that cites 第十八条; optionally raises once or answers at length."""
-
-    def __init__(self, answer: str = ANSWER_TEXT, fail_first: bool = False) -> None:
-        self.answer = answer
-        self.fail_first = fail_first
-        self.questions: list[str] = []
-
-    def ask(self, question: str) -> Answer:
-        self.questions.append(question)
-        if self.fail_first and len(self.questions) == 1:
-            raise RuntimeError("index exploded")
-        citation = Citation(
-            citation="《中国共产党党组工作条例》第十八条", doc_title="中国共产党党组工作条例",
-            label="第十八条", source="dangzu.txt", text=ARTICLE_TEXT, score=0.9,
-        )
-        return Answer(question=question, answer=self.answer, refused=False, citations=[citation], quote=ARTICLE_TEXT)
+ARTICLE_TEXT = ARTICLE
 
 
 @dataclass
@@ -66,7 +51,7 @@ class ProbeFeature:
     contexts: list[Context] = field(default_factory=list)
     files: list[IncomingFile] = field(default_factory=list)
 
-    async def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
+    def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
         self.contexts.append(ctx)
         if command == "tbtn":
             return [OutgoingMessage(text="请选择下一步：", buttons=[[Button(label="下一步", data="t:next")],
@@ -77,13 +62,13 @@ class ProbeFeature:
                             mime_type="text/calendar")
         return [OutgoingMessage(text=args or "会议日程文件", file=file, buttons=[[Button(label="好", data="t:ok")]])]
 
-    async def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
+    def on_callback(self, ctx: Context, data: str) -> list[OutgoingMessage]:
         self.contexts.append(ctx)
         if data == "t:end":
             return [OutgoingMessage(text="", toast="已结束")]
         return [OutgoingMessage(text="已进入下一步。", toast="已记录")]
 
-    async def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
+    def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
         if ctx.msg.file is None:
             return None
         self.files.append(ctx.msg.file)
@@ -94,7 +79,7 @@ class ProbeFeature:
 class Running:
     adapter: TelegramAdapter
     core: Core
-    qa: StubQA
+    qa: StubAnswerer
     feature: ProbeFeature
     db: Database
 
@@ -102,10 +87,10 @@ class Running:
 def make_settings(fake: FakeTelegram, tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
         telegram_token=fake.token, telegram_base_url=fake.base_url, telegram_webhook_url=None,
-        data_dir=tmp_path, rate_limit_per_minute=1000, admin_ids="",
+        data_dir=tmp_path, admin_ids="",
     )
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+    return harness_settings(**values)
 
 
 def make_db(tmp_path: Path) -> Database:
@@ -116,24 +101,40 @@ def make_db(tmp_path: Path) -> Database:
 
 @asynccontextmanager
 async def running_bot(
-    fake: FakeTelegram, tmp_path: Path, qa: StubQA | None = None, **overrides: object
+    fake: FakeTelegram, tmp_path: Path, qa: StubAnswerer | None = None, *, start: bool = False, **overrides: object
 ) -> AsyncIterator[Running]:
-    qa = qa or StubQA()
+    """The adapter on the harness's core; pushed updates are handed to ``process_update`` in order
+    (``start=True`` starts it for real instead: webhook mode)."""
     feature = ProbeFeature()
-    core = Core(qa, features=[feature], rate_limit_per_minute=1000)
+    bot = TestBot(feature, qa=qa)
     db = make_db(tmp_path)
-    adapter = TelegramAdapter(make_settings(fake, tmp_path, **overrides), core, db)
-    await adapter.start()
+    adapter = TelegramAdapter(make_settings(fake, tmp_path, **overrides), bot.core, db,
+                              request=FakeTelegramRequest(fake))
+    if start:
+        await adapter.start()
+    else:
+        await adapter.initialize()
+    app = adapter.application
+
+    async def feed() -> None:
+        while True:
+            for update in fake.take_updates():
+                await app.process_update(Update.de_json(update, app.bot))
+            await asyncio.sleep(0.005)
+
+    feeder = asyncio.create_task(feed())
     try:
-        yield Running(adapter, core, qa, feature, db)
+        yield Running(adapter, bot.core, bot.qa, feature, db)
     finally:
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
         await adapter.stop()
 
 
 @pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeTelegram]:
-    with FakeTelegram() as server:  # runs in its own thread: shareable across event loops
-        yield server
+def fake_server() -> FakeTelegram:
+    return FakeTelegram()
 
 
 @pytest.fixture
@@ -167,10 +168,9 @@ async def test_private_question_gets_cited_answer_as_first_message(fake: FakeTel
     assert reply.parse_mode is None and reply.reply_markup is None
     assert bot.qa.questions == ["党组会议多久召开一次？"]
     assert (PRIVATE, "typing") in fake.chat_actions
-    assert fake.edits == []  # the answer itself is the first message, no placeholder edited later
-    # typing came before the answer
-    methods = [m for m, _ in fake.requests if m in {"sendChatAction", "sendMessage"}]
-    assert methods[:2] == ["sendChatAction", "sendMessage"]
+    # typing, then the answer itself as the first message (no placeholder edited later)
+    methods = [m for m, _ in fake.requests if m not in {"getMe", "setMyCommands"}]
+    assert methods == ["sendChatAction", "sendMessage"]
 
 
 async def test_start_registers_menu_and_reads_username(fake: FakeTelegram, bot: Running) -> None:
@@ -179,8 +179,12 @@ async def test_start_registers_menu_and_reads_username(fake: FakeTelegram, bot: 
     assert {"tbtn", "tadmin", "tfile"} <= set(commands)
     assert bot.adapter.username == fake.username
     assert fake.calls("getMe") and fake.calls("setMyCommands")
-    await fake.wait_for(lambda: fake.calls("getUpdates"))
-    assert fake.allowed_updates == ["message", "callback_query"]
+
+
+async def test_polling_asks_only_for_messages_and_button_presses(fake: FakeTelegram, tmp_path: Path) -> None:
+    async with running_bot(fake, tmp_path, start=True):
+        await fake.wait_for(lambda: fake.calls("getUpdates"))
+    assert fake.calls("deleteWebhook") and fake.allowed_updates == ["message", "callback_query"]
 
 
 async def test_help_lists_commands(fake: FakeTelegram, bot: Running) -> None:
@@ -201,7 +205,7 @@ async def test_unknown_command_gets_help(fake: FakeTelegram, bot: Running) -> No
 async def test_long_answer_is_split_under_limit(fake: FakeTelegram, tmp_path: Path) -> None:
     long_answer = "\n".join(f"第{i}点：党组会议每月召开，会议议题由党组书记确定，重要事项须集体讨论决定。" * 3 for i in range(120))
     assert len(long_answer) > 2 * 4096
-    async with running_bot(fake, tmp_path, qa=StubQA(answer=long_answer)):
+    async with running_bot(fake, tmp_path, qa=StubAnswerer(long_answer)):
         fake.push_text(PRIVATE, USER, "请详细说明党组会议的程序")
         replies = await fake.wait_for_messages(lambda new: any("第十八条" in (m.text or "") for m in new))
     assert len(replies) >= 3
@@ -211,10 +215,12 @@ async def test_long_answer_is_split_under_limit(fake: FakeTelegram, tmp_path: Pa
 
 
 async def test_failing_answerer_apologises_and_bot_keeps_answering(fake: FakeTelegram, tmp_path: Path) -> None:
-    async with running_bot(fake, tmp_path, qa=StubQA(fail_first=True)):
+    qa = StubAnswerer(fail=True)
+    async with running_bot(fake, tmp_path, qa=qa):
         fake.push_text(PRIVATE, USER, "第一个问题")
         [first] = await fake.wait_for_messages(1)
         assert first.text == texts.INTERNAL_ERROR
+        qa.fail = False
         fake.push_text(PRIVATE, USER, "第二个问题")
         [second] = await fake.wait_for_messages(1, since=1)
         assert "第十八条" in second.text
@@ -239,7 +245,7 @@ async def test_sticker_and_photo_in_private_get_text_hint(fake: FakeTelegram, bo
     fake.push_sticker(PRIVATE, USER)
     fake.push_photo(PRIVATE, USER)
     replies = await fake.wait_for_messages(2)
-    assert [m.text for m in replies] == [tg_adapter.NON_TEXT_HINT] * 2
+    assert [m.text for m in replies] == [texts.NOT_TEXT] * 2
     assert bot.qa.questions == []
 
 
@@ -412,7 +418,7 @@ async def test_private_document_is_downloaded_and_passed_on(fake: FakeTelegram, 
 async def test_too_big_document_is_refused_without_download(fake: FakeTelegram, bot: Running) -> None:
     fake.push_document(PRIVATE, USER, "big.pdf", b"%PDF small", declared_size=6 * 1024 * 1024)
     [reply] = await fake.wait_for_messages(1)
-    assert reply.text == tg_adapter.FILE_TOO_BIG
+    assert reply.text == texts.FILE_TOO_BIG
     assert bot.feature.files == [] and fake.downloads == []
 
 
@@ -447,48 +453,59 @@ async def test_flood_control_is_retried(fake: FakeTelegram, bot: Running) -> Non
     assert "第十八条" in reply.text
 
 
-async def test_token_never_logged(fake: FakeTelegram, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_token_and_webhook_secret_never_logged(fake: FakeTelegram, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    async with running_bot(fake, tmp_path):
+    async with running_bot(fake, tmp_path, telegram_webhook_secret="s3cret_Value-2"):
         fake.push_text(PRIVATE, USER, "党组会议多久召开一次？")
         await fake.wait_for_messages(1)
-    assert "HTTP Request" in caplog.text  # httpx did log its requests…
-    assert fake.token not in caplog.text  # …without the token
-    assert fake.token.split(":", 1)[1] not in caplog.text
+        # what httpx logs for every request to the real Bot API: the token is in the URL
+        logging.getLogger("httpx").info('HTTP Request: POST %s "HTTP/1.1 200 OK"', f"{fake.base_url}{fake.token}/getMe")
+        logging.getLogger("telegram.ext.ExtBot").debug("Calling Bot API endpoint `setWebhook` with parameters `%s`",
+                                                       {"secret_token": "s3cret_Value-2"})
+    assert "HTTP Request" in caplog.text and "setWebhook" in caplog.text
+    assert fake.token not in caplog.text and fake.token.split(":", 1)[1] not in caplog.text
+    assert "s3cret_Value-2" not in caplog.text
 
 
 async def test_run_requires_token(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, telegram_token=None, data_dir=tmp_path)
+    settings = harness_settings(telegram_token=None, data_dir=tmp_path)
     with pytest.raises(ValueError):
-        await tg_adapter.run(settings, Core(StubQA()), make_db(tmp_path))
-
-
-async def test_run_registers_outbound_and_stops_on_cancel(
-    fake: FakeTelegram, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="bot.adapters.telegram")
-    core = Core(StubQA())
-    task = asyncio.create_task(tg_adapter.run(make_settings(fake, tmp_path), core, make_db(tmp_path)))
-    await fake.wait_for(lambda: core.outbound.serves("telegram") or task.done())
-    assert not task.done()
-    fake.push_text(PRIVATE, USER, "党组会议多久召开一次？")
-    [reply] = await fake.wait_for_messages(1)
-    assert "第十八条" in reply.text
-    await core.outbound.send(ChatRef(platform="telegram", chat_id=str(PRIVATE), user_id=str(USER)),
-                             [OutgoingMessage(text="提醒：明天开会")])
-    assert fake.sent[-1].text == "提醒：明天开会"
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert "Telegram adapter stopped" in caplog.text
+        await tg_adapter.run(settings, TestBot().core, make_db(tmp_path))
 
 
 async def test_wrong_token_fails_start_without_leaking_it(fake: FakeTelegram, tmp_path: Path) -> None:
     settings = make_settings(fake, tmp_path, telegram_token="999:wrong-secret-token")
-    adapter = TelegramAdapter(settings, Core(StubQA()), make_db(tmp_path))
+    adapter = TelegramAdapter(settings, TestBot().core, make_db(tmp_path), request=FakeTelegramRequest(fake))
     with pytest.raises(RuntimeError) as info:
         await adapter.start()
     assert "wrong-secret-token" not in str(info.value)
+
+
+async def test_updates_of_one_chat_are_processed_in_order_and_chats_concurrently() -> None:
+    processor = PerChatUpdateProcessor()
+    events: list[str] = []
+    gate = asyncio.Event()
+
+    def update(update_id: int, chat_id: int) -> Update:
+        chat = {"id": chat_id, "type": "private", "first_name": "x"}
+        return Update.de_json({"update_id": update_id, "message": {"message_id": update_id, "date": 0, "chat": chat,
+                                                                   "text": "x"}}, None)
+
+    async def work(name: str, wait: bool = False) -> None:
+        events.append(f"{name} start")
+        if wait:
+            await gate.wait()
+        events.append(f"{name} end")
+
+    first = asyncio.create_task(processor.do_process_update(update(1, 1), work("a1", wait=True)))
+    second = asyncio.create_task(processor.do_process_update(update(2, 1), work("a2")))
+    other = asyncio.create_task(processor.do_process_update(update(3, 2), work("b1")))
+    await other  # another chat is not held up by chat 1
+    assert events == ["a1 start", "b1 start", "b1 end"]
+    gate.set()
+    await asyncio.gather(first, second)
+    assert events[3:] == ["a1 end", "a2 start", "a2 end"]
 
 
 def test_base_file_url_is_derived() -> None:
@@ -510,7 +527,7 @@ async def test_webhook_mode_checks_secret_and_dedupes(
     port = _free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
     async with running_bot(
-        fake, tmp_path, telegram_webhook_url=url, telegram_webhook_listen="127.0.0.1",
+        fake, tmp_path, start=True, telegram_webhook_url=url, telegram_webhook_listen="127.0.0.1",
         telegram_webhook_port=port, telegram_webhook_secret="s3cret_Value-1",
     ) as running:
         assert fake.webhook is not None
@@ -563,18 +580,11 @@ async def test_fake_api_is_strict_like_telegram() -> None:
             assert button.status_code == 400
             ok = await client.post(f"{api}/sendMessage", data={"chat_id": "-100", "text": "字" * 4096})
             assert ok.json()["ok"] is True and ok.json()["result"]["chat"]["id"] == -100
-            message_id = str(ok.json()["result"]["message_id"])
-            edit = await client.post(f"{api}/editMessageText",
-                                     data={"chat_id": "-100", "message_id": message_id, "text": "改"})
-            assert edit.json()["result"]["text"] == "改" and server.edits[0]["text"] == "改"
-            missing = await client.post(f"{api}/editMessageText",
-                                        data={"chat_id": "-100", "message_id": "99999", "text": "改"})
-            assert missing.status_code == 400
             wrong = await client.post(f"{server.base_url}1:nope/getMe")
             assert wrong.status_code == 401
-            unknown = await client.post(f"{api}/noSuchMethod")
+            unknown = await client.post(f"{api}/editMessageText")  # the adapter never edits: not served
             assert unknown.status_code == 404
-        assert [m.chat_id for m in server.sent] == [-100] and server.texts == ["改"]
+        assert [m.chat_id for m in server.sent] == [-100] and server.texts == ["字" * 4096]
 
 
 async def test_fake_get_updates_offset_and_long_poll() -> None:

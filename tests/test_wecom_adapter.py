@@ -1,70 +1,35 @@
-"""The WeCom adapter end to end on loopback: its callback app served by uvicorn on 127.0.0.1, a
-real :class:`Core`, and replies sent over real HTTP to the fake WeCom server API."""
+"""The WeCom adapter in-process: its callback app called through httpx's ASGI transport, a real
+:class:`Core` (the harness), and its server-API calls answered in-process by the fake WeCom."""
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from bot.adapters import wecom
+from bot.adapters.delivery import InboxOptions
 from bot.adapters.http_server import build_http_app
-from bot.adapters.wecom import CAPABILITIES, PLATFORM, ONLY_TEXT_HINT, WeComAdapter, WeComApiError
-from bot.core.engine import Core
+from bot.adapters.wecom import CAPABILITIES, PLATFORM, WeComAdapter, WeComApiError
+from bot.core import texts
 from bot.core.models import Button, ChatRef, OutgoingFile, OutgoingMessage
-from bot.settings import Settings
 from bot.store.db import Database
-from retrieval.models import Answer, Citation
-from tests.fakes.wecom_api import AES_KEY, SECRET, TOKEN, CallbackBuilder, FakeWeCom, serve_on_loopback
-
-ANSWER = "党组会议一般每月召开一次，遇有重要情况可以随时召开。"
-ARTICLE = "党组会议一般每月召开1次，遇有重要情况可以随时召开。"
-
-
-class StubQA:
-    """A question answerer; ``gate`` (if set) blocks ``ask`` until released, like a slow LLM."""
-
-    def __init__(self, answer: str = ANSWER, gated: bool = False) -> None:
-        self.answer = answer
-        self.questions: list[str] = []
-        self.started = threading.Event()
-        self.release = threading.Event()
-        if not gated:
-            self.release.set()
-
-    def ask(self, question: str) -> Answer:
-        self.questions.append(question)
-        self.started.set()
-        assert self.release.wait(10), "test never released the answerer"
-        return Answer(
-            question=question,
-            answer=self.answer,
-            refused=False,
-            citations=[
-                Citation(
-                    citation="《中国共产党党组工作条例》第十八条", doc_title="中国共产党党组工作条例",
-                    label="第十八条", source="dangzu_gongzuo_tiaoli.txt", text=ARTICLE, score=0.91,
-                )
-            ],
-            quote=ARTICLE,
-        )
+from tests.fakes.wecom_api import AES_KEY, SECRET, TOKEN, CallbackBuilder, FakeWeCom
+from tests.harness import ARTICLE, StubAnswerer, TestBot, make_settings
 
 
 @dataclass
 class Env:
     fake: FakeWeCom
-    qa: StubQA
-    core: Core
+    qa: StubAnswerer
+    bot: TestBot
     db: Database
     adapter: WeComAdapter
-    client: httpx.AsyncClient  # talks to the adapter's callback app over loopback
+    client: httpx.AsyncClient  # talks to the adapter's callback app in-process
     cb: CallbackBuilder
 
     async def post(self, params: dict[str, str], body: bytes) -> httpx.Response:
@@ -75,33 +40,34 @@ class Env:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeWeCom]:
-    with FakeWeCom() as server:
-        yield server
+def fake() -> FakeWeCom:
+    return FakeWeCom()
 
 
 @pytest.fixture
-def qa() -> StubQA:
-    return StubQA()
+def qa() -> StubAnswerer:
+    return StubAnswerer()
 
 
-async def _env(fake: FakeWeCom, db: Database, qa: StubQA, tmp_path: Path) -> AsyncIterator[Env]:
-    core = Core(qa, rate_limit_per_minute=0)
-    adapter = WeComAdapter(fake.settings(data_dir=tmp_path), core, db)
-    core.outbound.register(PLATFORM, adapter)
+async def _env(fake: FakeWeCom, db: Database, qa: StubAnswerer, **options) -> AsyncIterator[Env]:
+    bot = TestBot(qa=qa)
+    api = fake.client()
+    adapter = WeComAdapter(fake.settings(), bot.core, db, http=api, options=InboxOptions(**options))
+    bot.core.outbound.register(PLATFORM, adapter)
     await adapter.start()
+    transport = httpx.ASGITransport(app=build_http_app([adapter.router()]))
     try:
-        async with serve_on_loopback(build_http_app([adapter.router()])) as url:
-            async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as client:
-                yield Env(fake, qa, core, db, adapter, client, fake.callbacks)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
+            yield Env(fake, qa, bot, db, adapter, client, fake.callbacks)
     finally:
         qa.release.set()
         await adapter.aclose()
+        await api.aclose()
 
 
 @pytest.fixture
-async def env(fake: FakeWeCom, db: Database, qa: StubQA, tmp_path: Path) -> AsyncIterator[Env]:
-    async for e in _env(fake, db, qa, tmp_path):
+async def env(fake: FakeWeCom, db: Database, qa: StubAnswerer) -> AsyncIterator[Env]:
+    async for e in _env(fake, db, qa):
         yield e
 
 
@@ -119,26 +85,26 @@ async def test_url_verification_returns_exactly_the_echostr(env: Env) -> None:
     assert resp.headers["content-type"].startswith("text/plain")
 
 
-async def test_url_verification_official_vector(fake: FakeWeCom, db: Database, qa: StubQA, tmp_path: Path) -> None:
+async def test_url_verification_official_vector(fake: FakeWeCom, db: Database) -> None:
     """Tencent's sample GET (echostr has + / =), both URL-encoded and with a raw '+'."""
     settings = fake.settings(
-        data_dir=tmp_path, wecom_token="hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo",
+        wecom_token="hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo",
         wecom_aes_key="6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt", wecom_corp_id="ww1436e0e65a779aee",
     )
-    adapter = WeComAdapter(settings, Core(qa), db)
+    adapter = WeComAdapter(settings, TestBot().core, db)
     echostr = "fsi1xnbH4yQh0+PJxcOdhhK6TDXkjMyhEPA7xB2TGz6b+g7xyAbEkRxN/3cNXW9qdqjnoVzEtpbhnFyq6SVHyA=="
     params = {"msg_signature": "012bc692d0a58dd4b10f8dfe5c4ac00ae211ebeb", "timestamp": "1476416373",
               "nonce": "47744683", "echostr": echostr}
+    transport = httpx.ASGITransport(app=build_http_app([adapter.router()]))
     try:
-        async with serve_on_loopback(build_http_app([adapter.router()])) as url:
-            async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
-                resp = await client.get("/wecom/callback", params=params)
-                assert (resp.status_code, resp.content) == (200, b"1288432023552776189")
-                raw_query = "&".join(f"{k}={v}" for k, v in params.items())  # '+' not encoded
-                resp = await client.get(f"/wecom/callback?{raw_query}")
-                assert (resp.status_code, resp.content) == (200, b"1288432023552776189")
-                resp = await client.get("/wecom/callback", params={**params, "nonce": "47744684"})
-                assert resp.status_code == 403
+        async with httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
+            resp = await client.get("/wecom/callback", params=params)
+            assert (resp.status_code, resp.content) == (200, b"1288432023552776189")
+            raw_query = "&".join(f"{k}={v}" for k, v in params.items())  # '+' not encoded
+            resp = await client.get(f"/wecom/callback?{raw_query}")
+            assert (resp.status_code, resp.content) == (200, b"1288432023552776189")
+            resp = await client.get("/wecom/callback", params={**params, "nonce": "47744684"})
+            assert resp.status_code == 403
     finally:
         await adapter.aclose()
 
@@ -171,10 +137,10 @@ async def test_question_is_answered_with_citation_via_message_send(env: Env) -> 
 
 
 async def test_callback_returns_fast_while_the_answerer_is_slow(
-    fake: FakeWeCom, db: Database, tmp_path: Path
+    fake: FakeWeCom, db: Database
 ) -> None:
-    qa = StubQA(gated=True)  # blocks until released: slower than any callback deadline
-    async for e in _env(fake, db, qa, tmp_path):
+    qa = StubAnswerer(gated=True)  # blocks until released: slower than any callback deadline
+    async for e in _env(fake, db, qa):
         started = time.monotonic()
         resp = await e.post_text("zhangsan", "党组会议多久召开一次？", 101)
         elapsed = time.monotonic() - started
@@ -195,7 +161,7 @@ async def test_forged_signature_is_rejected_and_nothing_happens(env: Env) -> Non
     assert [forged.status_code, wrong_ts.status_code, missing.status_code] == [403, 403, 403]
     attacker = CallbackBuilder(token="attackerToken", aes_key=AES_KEY)  # knows the key, not the token
     assert (await env.post(*attacker.message(attacker.text_xml("zhangsan", "你好", 203)))).status_code == 403
-    await env.adapter.drain()
+    await env.adapter.join()
     _nothing_happened(env)
     # the forged deliveries did not consume the MsgId: the genuine one is still answered
     assert (await env.post(params, body)).status_code == 200
@@ -206,7 +172,7 @@ async def test_wrong_corp_id_is_rejected(env: Env) -> None:
     params, body = env.cb.message(env.cb.text_xml("zhangsan", "你好", 303), receive_id="wwsomeoneelse00001")
     resp = await env.post(params, body)
     assert resp.status_code == 403
-    await env.adapter.drain()
+    await env.adapter.join()
     _nothing_happened(env)
 
 
@@ -224,7 +190,7 @@ async def test_malformed_xml_is_400(env: Env, body: bytes) -> None:
     params, _ = env.cb.message("<xml/>")
     resp = await env.post(params, body)
     assert resp.status_code == 400
-    await env.adapter.drain()
+    await env.adapter.join()
     _nothing_happened(env)
 
 
@@ -233,7 +199,7 @@ async def test_correctly_signed_but_undecodable_message_is_400(env: Env) -> None
     assert (await env.post(params, body)).status_code == 400
     params, body = env.cb.message("<xml><MsgType>text</MsgType><Content>no sender</Content></xml>")
     assert (await env.post(params, body)).status_code == 400
-    await env.adapter.drain()
+    await env.adapter.join()
     _nothing_happened(env)
 
 
@@ -253,7 +219,7 @@ async def test_redelivered_msgid_is_answered_once(env: Env) -> None:
     # WeCom retries re-sign the same message with a new nonce and timestamp
     retry = env.cb.message(env.cb.text_xml("zhangsan", "党组会议多久召开一次？", 404))
     assert (await env.post(*retry)).status_code == 200
-    await env.adapter.drain()
+    await env.adapter.join()
     assert len(env.fake.sent) == 1
     assert env.qa.questions == ["党组会议多久召开一次？"]
 
@@ -265,7 +231,7 @@ async def test_expired_token_is_refetched_and_the_same_send_retried(env: Env) ->
     env.fake.expire_tokens()  # next send with the cached token gets errcode 42001
     await env.post_text("zhangsan", "第二个问题", 502)
     await env.fake.wait_for_sends(2)
-    await env.adapter.drain()
+    await env.adapter.join()
     assert env.fake.gettoken_calls == 2
     first, rejected, retried = env.fake.attempts
     assert (first.errcode, rejected.errcode, retried.errcode) == (0, 42001, 0)
@@ -287,23 +253,23 @@ async def test_other_errcode_raises_and_the_worker_survives(env: Env) -> None:
     ref = ChatRef(platform=PLATFORM, chat_id="lisi", user_id="lisi")
     env.fake.fail_next_sends(60020, "not allow to access from your ip")
     with pytest.raises(WeComApiError) as info:
-        await env.core.outbound.send(ref, [OutgoingMessage(text="会议提醒")])
+        await env.bot.core.outbound.send(ref, [OutgoingMessage(text="会议提醒")])
     assert info.value.errcode == 60020
     assert env.fake.gettoken_calls == 1  # not a token problem: no refetch, no retry
     env.fake.fail_next_sends(60020)
     await env.post_text("zhangsan", "问题一", 601)  # this answer fails to send…
-    await env.adapter.drain()
+    await env.adapter.join()
     await env.post_text("zhangsan", "问题二", 602)  # …and the next one still goes out
     [payload] = await env.fake.wait_for_sends(1)
     assert "第十八条" in payload["text"]["content"]
 
 
-async def test_long_answer_is_split_within_2048_bytes(fake: FakeWeCom, db: Database, tmp_path: Path) -> None:
+async def test_long_answer_is_split_within_2048_bytes(fake: FakeWeCom, db: Database) -> None:
     paragraphs = [f"第{i}段：" + "党组会议应当严格按照规定程序召开并形成纪要。" * 25 for i in range(1, 7)]
-    qa = StubQA(answer="\n\n".join(paragraphs))
-    async for e in _env(fake, db, qa, tmp_path):
+    qa = StubAnswerer(answer="\n\n".join(paragraphs))
+    async for e in _env(fake, db, qa):
         await e.post_text("zhangsan", "请详细介绍党组会议", 701)
-        await e.adapter.drain()
+        await e.adapter.join()
         texts = fake.texts("zhangsan")
         assert len(texts) >= 3
         assert all(len(t.encode("utf-8")) <= 2048 for t in texts)
@@ -315,16 +281,16 @@ async def test_long_answer_is_split_within_2048_bytes(fake: FakeWeCom, db: Datab
 
 async def test_outbound_push_reaches_touser(env: Env) -> None:
     ref = ChatRef(platform=PLATFORM, chat_id="zhangsan", user_id="lisi")  # lisi registered the meeting
-    await env.core.outbound.send(ref, [OutgoingMessage(text="提醒：明天 9:00 召开支部委员会会议。")])
+    await env.bot.core.outbound.send(ref, [OutgoingMessage(text="提醒：明天 9:00 召开支部委员会会议。")])
     assert env.fake.sent[0]["touser"] == "lisi"
     assert env.fake.texts() == ["提醒：明天 9:00 召开支部委员会会议。"]
     assert env.adapter.capabilities == CAPABILITIES
     assert CAPABILITIES.buttons is False and CAPABILITIES.files is False and CAPABILITIES.max_bytes == 2048
 
 
-async def test_buttons_become_typed_replies_and_files_send_text_only(env: Env) -> None:
+async def test_pushed_buttons_become_typed_replies_and_files_a_note(env: Env) -> None:
     ref = ChatRef(platform=PLATFORM, chat_id="lisi", user_id="lisi")
-    await env.adapter.send(ref, [
+    await env.bot.core.outbound.send(ref, [
         OutgoingMessage(
             text="第1步：确定会议主题",
             buttons=[[Button(label="完成", data="chk:1"), Button(label="跳过", data="chk:2")]],
@@ -335,15 +301,15 @@ async def test_buttons_become_typed_replies_and_files_send_text_only(env: Env) -
     first, second = env.fake.texts("lisi")
     assert first.startswith("第1步：确定会议主题\n") and "完成" in first and "跳过" in first
     assert "chk:" not in first
-    assert second == "会议日程已生成"
+    assert second.startswith("会议日程已生成\n") and "m.ics" in second and "BEGIN:VCALENDAR" not in second
 
 
 async def test_non_text_messages_get_a_hint_and_events_are_ignored(env: Env) -> None:
     assert (await env.post(*env.cb.message(env.cb.image_xml("zhangsan", 801)))).status_code == 200
     assert (await env.post(*env.cb.message(env.cb.event_xml("zhangsan", "enter_agent")))).status_code == 200
     assert (await env.post(*env.cb.message(env.cb.event_xml("wangwu", "subscribe")))).status_code == 200
-    await env.adapter.drain()
-    assert env.fake.texts() == [ONLY_TEXT_HINT]
+    await env.adapter.join()
+    assert env.fake.texts() == [texts.NOT_TEXT]
     assert env.fake.sent[0]["touser"] == "zhangsan"
     assert env.qa.questions == []
 
@@ -354,14 +320,14 @@ async def test_gettoken_is_called_far_less_than_sends(env: Env) -> None:
     ref = ChatRef(platform=PLATFORM, chat_id="lisi", user_id="lisi")
     await asyncio.gather(*(env.adapter.send(ref, [OutgoingMessage(text=f"提醒{i}")]) for i in range(8)))
     await env.fake.wait_for_sends(20)
-    await env.adapter.drain()
+    await env.adapter.join()
     assert len(env.fake.sent) == 20
     assert env.fake.gettoken_calls == 1
 
 
-async def test_one_members_messages_are_answered_in_order(fake: FakeWeCom, db: Database, tmp_path: Path) -> None:
-    qa = StubQA(gated=True)
-    async for e in _env(fake, db, qa, tmp_path):
+async def test_one_members_messages_are_answered_in_order(fake: FakeWeCom, db: Database) -> None:
+    qa = StubAnswerer(gated=True)
+    async for e in _env(fake, db, qa):
         await e.post_text("zhangsan", "/ask 第一个问题", 1001)
         assert await asyncio.to_thread(qa.started.wait, 5)
         await e.post_text("zhangsan", "/help", 1002)  # needs no answerer: would overtake if allowed
@@ -385,7 +351,7 @@ async def test_secrets_never_reach_the_logs(env: Env, caplog: pytest.LogCaptureF
     with pytest.raises(WeComApiError):
         await env.adapter.send(ChatRef(platform=PLATFORM, chat_id="x", user_id="x"), [OutgoingMessage(text="x")])
     await env.post({"msg_signature": "0" * 40, "timestamp": "1", "nonce": "2"}, b"<xml><Encrypt>QUJD</Encrypt></xml>")
-    await env.adapter.drain()
+    await env.adapter.join()
     text = caplog.text
     assert "HTTP Request" in text and "access_token=***" in text  # httpx did log, redacted
     for secret in [SECRET, TOKEN, AES_KEY, *env.fake.issued_tokens]:
@@ -394,8 +360,8 @@ async def test_secrets_never_reach_the_logs(env: Env, caplog: pytest.LogCaptureF
 
 
 # Configuration and run() ----------------------------------------------------------------
-def test_missing_settings_are_named(fake: FakeWeCom, tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path, wecom_corp_id="ww1", wecom_agent_id="1000002")
+def test_missing_settings_are_named(fake: FakeWeCom) -> None:
+    settings = make_settings(wecom_corp_id="ww1", wecom_agent_id="1000002")
     with pytest.raises(ValueError) as info:
         wecom.check_settings(settings)
     message = str(info.value)
@@ -408,46 +374,6 @@ def test_missing_settings_are_named(fake: FakeWeCom, tmp_path: Path) -> None:
         wecom.check_settings(fake.settings(wecom_aes_key="tooshort"))
 
 
-async def test_run_validates_settings(db: Database, qa: StubQA, tmp_path: Path) -> None:
+async def test_run_validates_settings(db: Database) -> None:
     with pytest.raises(ValueError, match="DANGJIAN_WECOM_CORP_ID"):
-        await wecom.run(Settings(_env_file=None, data_dir=tmp_path), Core(qa), db)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def test_run_serves_the_callback_until_cancelled(
-    fake: FakeWeCom, db: Database, qa: StubQA, tmp_path: Path
-) -> None:
-    port = _free_port()
-    core = Core(qa)
-    task = asyncio.create_task(wecom.run(fake.settings(data_dir=tmp_path, http_port=port), core, db))
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and not task.done(), "run() did not start serving"
-                await asyncio.sleep(0.02)
-            resp = await client.get("/wecom/callback", params=fake.callbacks.verification("777"))
-            assert resp.content == b"777"
-            cb = fake.callbacks
-            params, body = cb.message(cb.text_xml("zhangsan", "党组会议多久召开一次？", 1201))
-            assert (await client.post("/wecom/callback", params=params, content=body)).status_code == 200
-            [payload] = await fake.wait_for_sends(1)
-            assert "第十八条" in payload["text"]["content"]
-        assert core.outbound.serves(PLATFORM)
-        ref = ChatRef(platform=PLATFORM, chat_id="lisi", user_id="lisi")
-        await core.outbound.send(ref, [OutgoingMessage(text="推送")])
-        assert fake.texts("lisi") == ["推送"]
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await wecom.run(make_settings(), TestBot().core, db)

@@ -1,6 +1,7 @@
-"""A fake DingTalk server on 127.0.0.1 for tests, plus builders of signed robot callbacks.
+"""A fake DingTalk server for tests, plus builders of signed robot callbacks.
 
-It serves, over real HTTP in a background thread:
+It serves, in-process (``client()``: an httpx client on its ASGI app) or over real HTTP on
+127.0.0.1 in a background thread (``start()``, for process-level tests):
 
 * ``POST /v1.0/oauth2/accessToken`` — checks appKey/appSecret, issues ``fake-token-N``
   (``token_calls`` counts the calls);
@@ -12,15 +13,13 @@ It serves, over real HTTP in a background thread:
 
 Usage::
 
-    fake = FakeDingTalk().start()
-    settings = Settings(dingtalk_api_base=fake.base_url, dingtalk_app_key=fake.app_key,
-                        dingtalk_app_secret=fake.app_secret, dingtalk_robot_code=fake.robot_code)
+    fake = FakeDingTalk()
+    adapter = DingTalkAdapter(fake.settings(), core, db, http=fake.client())
     cb = fake.callback("党组会议一般多久召开一次？", session="s1")      # signed private message
     await client.post(url, content=cb.body, headers=cb.headers)
     reply = await fake.wait_for(lambda: fake.replies_to("s1"))
-    fake.stop()
 
-The signature here is computed independently of ``bot.adapters.dingtalk_sign`` on purpose.
+The signature here is computed independently of ``bot.adapters.dingtalk.sign`` on purpose.
 """
 from __future__ import annotations
 
@@ -36,9 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from bot.settings import Settings
 from tests.fakes.loopback import LoopbackFake, LoopbackServer
 
 T = TypeVar("T")
@@ -46,6 +47,7 @@ T = TypeVar("T")
 DEFAULT_APP_KEY = "dingfakeappkey0001"
 DEFAULT_APP_SECRET = "dangjianTestAppSecret0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
 DEFAULT_ROBOT_CODE = "dingfakerobotcode0001"  # deliberately different from the AppKey
+IN_PROCESS_BASE = "http://dingtalk.fake"
 
 #: a robot OpenAPI handler: (request body, access token, decoded msgParam) -> response
 RobotHandler = Callable[[dict[str, Any], str, dict[str, Any]], JSONResponse]
@@ -235,8 +237,18 @@ class FakeDingTalk(LoopbackFake):
     # -- addresses and callbacks -----------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``: use as DANGJIAN_DINGTALK_API_BASE."""
-        return self._server.base_url
+        """DANGJIAN_DINGTALK_API_BASE: ``http://127.0.0.1:PORT`` once started, else the in-process name."""
+        return self._server.base_url if self._server.running else IN_PROCESS_BASE
+
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client whose requests reach this fake in-process (no server, no socket)."""
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), timeout=5)
+
+    def settings(self, **values: Any) -> Settings:
+        """Settings with every DANGJIAN_DINGTALK_* value pointing at this fake (no .env read)."""
+        return Settings(_env_file=None, **{  # type: ignore[arg-type]
+            "dingtalk_app_key": self.app_key, "dingtalk_app_secret": self.app_secret,
+            "dingtalk_robot_code": self.robot_code, "dingtalk_api_base": self.base_url, **values})
 
     def webhook_url(self, name: str) -> str:
         """A sessionWebhook URL on this fake; replies to it are recorded under ``name``."""

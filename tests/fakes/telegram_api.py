@@ -1,11 +1,14 @@
-"""A fake Telegram Bot API server for tests, served by uvicorn on 127.0.0.1 in a background thread.
+"""A fake Telegram Bot API for tests: the methods the adapter calls, and nothing else.
 
-Point python-telegram-bot at it with ``base_url=fake.base_url`` (and ``base_file_url=
-fake.base_file_url``); PTB then calls ``http://127.0.0.1:PORT/bot<TOKEN>/<method>``. Tests push
+In-process (unit tests): :class:`FakeTelegramRequest` replaces PTB's HTTP layer and answers every
+call from the fake's state; tests push updates and the adapter's application processes them.
+On loopback (process-level tests, ``dangjian run`` in a subprocess): ``start()`` serves it with
+uvicorn on 127.0.0.1 in a background thread; point python-telegram-bot at it with
+``base_url=fake.base_url``; PTB then calls ``http://127.0.0.1:PORT/bot<TOKEN>/<method>``. Tests push
 updates (``push_text``, ``push_callback``, ``push_document``, …), the bot long-polls them with
 ``getUpdates``, and everything the bot sends is recorded in :attr:`FakeTelegram.sent`.
 
-Typical use::
+Typical use on loopback::
 
     async with FakeTelegram() as tg:
         settings = Settings(telegram_token=tg.token, telegram_base_url=tg.base_url, _env_file=None)
@@ -57,6 +60,7 @@ from starlette.routing import Route
 
 from tests.fakes.loopback import LoopbackServer
 
+IN_PROCESS_ORIGIN = "http://telegram.fake"
 DEFAULT_TOKEN = "123456789:AAFakeTokenForTests_abcdefghijklmnop"
 DEFAULT_USERNAME = "dangjian_test_bot"
 MAX_TEXT = 4096
@@ -229,8 +233,6 @@ class FakeTelegram:
         self._admins: dict[int | str, dict[int, str]] = {}
         #: every message the bot sent, in order (sendMessage and sendDocument)
         self.sent: list[SentMessage] = []
-        #: every editMessageText call: dicts with chat_id, message_id, text, reply_markup
-        self.edits: list[dict] = []
         #: sendChatAction calls as (chat_id, action)
         self.chat_actions: list[tuple[int | str, str]] = []
         #: answerCallbackQuery calls: dicts with callback_query_id, text, show_alert
@@ -261,14 +263,18 @@ class FakeTelegram:
         raise RuntimeError("FakeTelegram is not started")
 
     @property
+    def _origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}" if self._server.running else IN_PROCESS_ORIGIN
+
+    @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT/bot``: give it to PTB's ``base_url`` (the token is appended)."""
-        return f"http://127.0.0.1:{self.port}/bot"
+        """PTB's ``base_url`` (the token is appended): ``http://127.0.0.1:PORT/bot`` once started."""
+        return f"{self._origin}/bot"
 
     @property
     def base_file_url(self) -> str:
-        """``http://127.0.0.1:PORT/file/bot``: PTB's ``base_file_url`` for downloads."""
-        return f"http://127.0.0.1:{self.port}/file/bot"
+        """PTB's ``base_file_url`` for downloads."""
+        return f"{self._origin}/file/bot"
 
     def start(self) -> _Awaitable:
         """Start the server on a free loopback port; returns at once (``await`` optional)."""
@@ -313,7 +319,6 @@ class FakeTelegram:
             self._failures.clear()
             self._admins.clear()
             self.sent.clear()
-            self.edits.clear()
             self.chat_actions.clear()
             self.callback_answers.clear()
             self.my_commands = []
@@ -364,6 +369,12 @@ class FakeTelegram:
         """Messages the bot sent to one chat."""
         with self._lock:
             return [m for m in self.sent if m.chat_id == chat_id]
+
+    def take_updates(self) -> list[dict]:
+        """Remove and return the queued updates (in-process delivery, instead of getUpdates)."""
+        with self._lock:
+            updates, self._updates = self._updates, []
+        return updates
 
     @property
     def pending_updates(self) -> int:
@@ -711,21 +722,32 @@ class FakeTelegram:
         ])
 
     async def _download(self, request: Request) -> Response:
-        if request.path_params["token"] != self.token:
-            return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
-        path = request.path_params["path"]
+        status, content = self.download(request.path_params["token"], request.path_params["path"])
+        if status != 200:
+            return JSONResponse({"ok": False, "error_code": status, "description": "Not Found"}, status)
+        return Response(content, media_type="application/octet-stream")
+
+    async def _endpoint(self, request: Request) -> Response:
+        params, files = await _read_params(request)
+        status, body = await self.call(request.path_params["token"], request.path_params["method"], params, files)
+        return JSONResponse(body, status)
+
+    def download(self, token: str, path: str) -> tuple[int, bytes]:
+        """(HTTP status, content) of ``/file/bot<token>/<path>``."""
+        if token != self.token:
+            return 401, b""
         with self._lock:
             for file_id, (stored_path, content, _name) in self._files.items():
                 if stored_path == path:
                     self.downloads.append(file_id)
-                    return Response(content, media_type="application/octet-stream")
-        return JSONResponse({"ok": False, "error_code": 404, "description": "Not Found"}, 404)
+                    return 200, content
+        return 404, b""
 
-    async def _endpoint(self, request: Request) -> Response:
-        if request.path_params["token"] != self.token:
-            return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
-        method = request.path_params["method"]
-        params, files = await _read_params(request)
+    async def call(self, token: str, method: str, params: dict[str, str],
+                   files: dict[str, tuple[str, bytes, str | None]]) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body) of one Bot API call, as Telegram would answer it."""
+        if token != self.token:
+            return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
         with self._lock:
             self.requests.append((method, params))
         try:
@@ -740,8 +762,8 @@ class FakeTelegram:
             body: dict[str, Any] = {"ok": False, "error_code": err.status, "description": err.description}
             if err.retry_after is not None:
                 body["parameters"] = {"retry_after": err.retry_after}
-            return JSONResponse(body, err.status)
-        return JSONResponse({"ok": True, "result": result})
+            return err.status, body
+        return 200, {"ok": True, "result": result}
 
     def _maybe_fail(self, method: str) -> None:
         with self._lock:
@@ -801,11 +823,6 @@ class FakeTelegram:
                 self._updates.clear()
         return True
 
-    def _api_getwebhookinfo(self, params: dict, files: dict) -> dict:
-        with self._lock:
-            return {"url": (self.webhook or {}).get("url", ""), "has_custom_certificate": False,
-                    "pending_update_count": len(self._updates)}
-
     def _api_setmycommands(self, params: dict, files: dict) -> bool:
         commands = _json(params.get("commands", "[]"))
         if not isinstance(commands, list) or len(commands) > 100:
@@ -817,15 +834,6 @@ class FakeTelegram:
                 raise ApiError(400, "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
         with self._lock:
             self.my_commands = [{"command": c["command"], "description": c["description"]} for c in commands]
-        return True
-
-    def _api_getmycommands(self, params: dict, files: dict) -> list[dict]:
-        with self._lock:
-            return list(self.my_commands)
-
-    def _api_deletemycommands(self, params: dict, files: dict) -> bool:
-        with self._lock:
-            self.my_commands = []
         return True
 
     def _api_sendchataction(self, params: dict, files: dict) -> bool:
@@ -893,56 +901,6 @@ class FakeTelegram:
             ))
             return message
 
-    def _api_editmessagetext(self, params: dict, files: dict) -> dict | bool:
-        chat_id = _chat_id(params.get("chat_id"))
-        message_id = _int(params.get("message_id"), 0)
-        text, parse_mode, markup = _check_text(params, too_long="Bad Request: MESSAGE_TOO_LONG")
-        with self._lock:
-            message = self._messages.get((chat_id, message_id))
-            if message is None or message.get("from", {}).get("id") != self.bot_id:
-                raise ApiError(400, "Bad Request: message to edit not found")
-            if message.get("text") == text and message.get("reply_markup") == markup:
-                raise ApiError(400, "Bad Request: message is not modified")
-            message["text"] = text
-            message["edit_date"] = int(time.time())
-            return self._apply_edit(chat_id, message_id, message, markup, text, parse_mode)
-
-    def _api_editmessagereplymarkup(self, params: dict, files: dict) -> dict:
-        chat_id = _chat_id(params.get("chat_id"))
-        message_id = _int(params.get("message_id"), 0)
-        markup = _check_markup(params.get("reply_markup"))
-        with self._lock:
-            message = self._messages.get((chat_id, message_id))
-            if message is None:
-                raise ApiError(400, "Bad Request: message to edit not found")
-            return self._apply_edit(chat_id, message_id, message, markup, None, None)
-
-    def _apply_edit(
-        self,
-        chat_id: int | str,
-        message_id: int,
-        message: dict,
-        markup: dict | None,
-        text: str | None,
-        parse_mode: str | None,
-    ) -> dict:
-        """Set (or drop) the keyboard of ``message``, record the edit in :attr:`edits` and update
-        the :attr:`sent` entry (its text too, unless ``text`` is None: a keyboard-only edit);
-        returns a copy of the message."""
-        with self._lock:
-            if markup:
-                message["reply_markup"] = markup
-            else:
-                message.pop("reply_markup", None)
-            self.edits.append({"chat_id": chat_id, "message_id": message_id, "text": text,
-                               "reply_markup": markup, "parse_mode": parse_mode})
-            for sent in self.sent:
-                if sent.chat_id == chat_id and sent.message_id == message_id:
-                    if text is not None:
-                        sent.text = text
-                    sent.reply_markup = markup
-            return dict(message)
-
     def _api_answercallbackquery(self, params: dict, files: dict) -> bool:
         text = params.get("text")
         if text is not None and len(text) > MAX_CALLBACK_ANSWER:
@@ -985,13 +943,6 @@ class FakeTelegram:
         path, content, _name = stored
         return {"file_id": file_id, "file_unique_id": "U" + file_id[4:], "file_size": len(content),
                 "file_path": path}
-
-    def _api_close(self, params: dict, files: dict) -> bool:
-        return True
-
-    def _api_logout(self, params: dict, files: dict) -> bool:
-        return True
-
 
 # ---------------------------------------------------------------------- request parsing
 async def _read_params(request: Request) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str | None]]]:

@@ -1,17 +1,16 @@
 """A fake WeCom (企业微信) server API on 127.0.0.1, and builders for signed, encrypted callbacks.
 
-Reusable by any test that needs the WeCom adapter to send (answers, reminders, checklists)::
-
-    from tests.fakes.wecom_api import FakeWeCom, serve_on_loopback
+In-process (unit tests: the adapter's HTTP client talks to the fake's ASGI app directly)::
 
     fake = FakeWeCom()
-    fake.start()                                  # uvicorn in a background thread, free port
-    settings = fake.settings(data_dir=tmp_path)   # DANGJIAN_WECOM_* pointing at the fake
-    adapter = WeComAdapter(settings, core, db)
-    ...
+    adapter = WeComAdapter(fake.settings(), core, db, http=fake.client())
     await adapter.send(ChatRef(platform="wecom", chat_id="lisi", user_id="lisi"), [...])
-    payloads = await fake.wait_for_sends(1)       # the JSON bodies of message/send
     assert fake.texts("lisi") == ["…"]
+
+On loopback (process-level end-to-end tests: ``dangjian run`` in a subprocess)::
+
+    fake = FakeWeCom().start()                    # uvicorn in a background thread, free port
+    env = {"DANGJIAN_WECOM_API_BASE": fake.base_url, ...}
     fake.stop()
 
 ``FakeWeCom`` implements ``GET /cgi-bin/gettoken`` (checks corpid/corpsecret, counts calls) and
@@ -31,13 +30,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bot.adapters.wecom_crypto import WeComCrypto
+from bot.adapters.wecom.crypto import WeComCrypto
 from bot.settings import Settings
 from tests.fakes.loopback import LoopbackFake, LoopbackServer
-from tests.fakes.loopback import serve_on_loopback as serve_on_loopback  # re-exported for the tests
+
+IN_PROCESS_BASE = "http://wecom.fake"
 
 # Credentials of the fake app (vector B of the protocol notes for token/key/corp id).
 CORP_ID = "wwdangjian0000001"
@@ -180,15 +181,13 @@ class FakeWeCom(LoopbackFake):
 
     # Lifecycle: start(), stop() and ``with`` come from LoopbackFake ----------------
     @property
-    def port(self) -> int:
-        if not self._server.running:
-            raise RuntimeError("fake WeCom server is not running")
-        return self._server.port
-
-    @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``: the value for DANGJIAN_WECOM_API_BASE."""
-        return f"http://127.0.0.1:{self.port}"
+        """DANGJIAN_WECOM_API_BASE: ``http://127.0.0.1:PORT`` once started, else the in-process name."""
+        return self._server.base_url if self._server.running else IN_PROCESS_BASE
+
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client whose requests reach this fake in-process (no server, no socket)."""
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), timeout=10)
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings with every DANGJIAN_WECOM_* value pointing at this fake (no .env file read)."""
