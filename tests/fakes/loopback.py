@@ -1,33 +1,26 @@
 """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port) for tests.
 
-Two ways, for the two places a test may want the server's event loop:
+:class:`LoopbackServer` runs it in a background daemon thread with its own event loop. The fakes
+of platform APIs (``FakeWeCom``, ``FakeDingTalk``, ``FakeOpenAI``, ``FakeTelegram``) use it when a
+test needs them over real HTTP (process-level tests), so sync and async tests alike can start
+them::
 
-* :class:`LoopbackServer` runs it in a background daemon thread with its own event loop. The
-  fakes of platform APIs (``FakeWeCom``, ``FakeDingTalk``, ``FakeOpenAI``, ``FakeTelegram``) use
-  it, so sync and async tests alike can start them::
+    server = LoopbackServer(app, "fake-thing").start()   # returns once it accepts connections
+    httpx.get(server.base_url + "/ping")
+    server.stop()                                         # or: with LoopbackServer(...) as server
 
-      server = LoopbackServer(app, "fake-thing").start()   # returns once it accepts connections
-      httpx.get(server.base_url + "/ping")
-      server.stop()                                         # or: with LoopbackServer(...) as server
-
-  :class:`LoopbackFake` gives such a fake its ``start()``/``stop()``/``with`` in one line.
-
-* :func:`serve_on_loopback` runs it as a task of the *calling* event loop (for the bot's own
-  callback app, so that adapter workers and HTTP handlers share one loop)::
-
-      async with serve_on_loopback(app) as url:
-          ...
+:class:`LoopbackFake` gives such a fake its ``start()``/``stop()``/``with`` in one line. Unit
+tests reach the same fakes in-process instead (``httpx.ASGITransport``, no socket).
 
 Nothing here talks to anything but 127.0.0.1.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Self
 
 import uvicorn
@@ -169,30 +162,3 @@ class LoopbackFake:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.asynccontextmanager
-async def serve_on_loopback(app: Any) -> AsyncIterator[str]:
-    """Run an ASGI app with uvicorn on 127.0.0.1 (free port) in this event loop; yields its base URL.
-
-    Use it for the bot's callback app so that adapter workers and HTTP handlers share one loop.
-    """
-    sock = _bind_free_port()
-    port = sock.getsockname()[1]
-    server = _server(app)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("server stopped during start-up")
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            await asyncio.sleep(0.005)
-        yield f"http://{HOST}:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
-        sock.close()
