@@ -24,7 +24,7 @@ run: $(STAMP) index
 	$(BIN)/dangjian run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --shared $(SHARED)

@@ -5,16 +5,11 @@ import re
 import time
 
 import httpx
-import pytest
 
 from tests.e2e import BotProcess, ReminderClock, wait_until
 from tests.fakes.dingtalk_api import FakeDingTalk
 from tests.fakes.wecom_api import FakeWeCom
 from tests.servers import free_port
-
-#: Process tests mostly wait (for start-up, reminders): under `make test` (pytest-xdist) they run
-#: one after another on one worker while the other worker runs everything else.
-pytestmark = pytest.mark.xdist_group("processes")
 
 #: Seconds from process start until the first reminder may fall due: start-up, then the meeting.
 REMINDER_DELAY = 20

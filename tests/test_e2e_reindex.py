@@ -3,14 +3,9 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
 
 from tests.e2e import REPO, BotProcess, wait_until
 from tests.fakes.telegram_api import FakeTelegram
-
-#: Process tests mostly wait (for start-up, reminders): under `make test` (pytest-xdist) they run
-#: one after another on one worker while the other worker runs everything else.
-pytestmark = pytest.mark.xdist_group("processes")
 
 ADMIN, MEMBER = 9001, 4242
 NEW_RULES = (

@@ -18,10 +18,6 @@ from tests.e2e import DANGJIAN, REPO, TZ, BotProcess, ReminderClock, wait_until
 from tests.fakes.wecom_api import FakeWeCom
 from tests.servers import ServerUnavailable, chroma_server, free_port, postgres_server
 
-#: Process tests mostly wait (for start-up, reminders): under `make test` (pytest-xdist) they run
-#: one after another on one worker while the other worker runs everything else.
-pytestmark = pytest.mark.xdist_group("processes")
-
 DOCUMENT = "2019_liaoning_jiguan_shiwu_guanliju_dangzu_gongzuo_xize.txt"  # 第十八条, 第二十五条
 #: Seconds from the replicas' start until the first reminders may fall due: both start, answer,
 #: register two meetings; then replica A is killed before they are due.

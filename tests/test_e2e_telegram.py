@@ -4,14 +4,9 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
 
 from tests.e2e import BotProcess, ReminderClock, wait_until
 from tests.fakes.telegram_api import FakeTelegram
-
-#: Process tests mostly wait (for start-up, reminders): under `make test` (pytest-xdist) they run
-#: one after another on one worker while the other worker runs everything else.
-pytestmark = pytest.mark.xdist_group("processes")
 
 USER = 42
 GROUP = -1001234

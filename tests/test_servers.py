@@ -11,8 +11,6 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-pytestmark = pytest.mark.xdist_group("servers")  # one worker starts the session servers
-
 # The fixtures live in tests/servers.py; conftest.py registers the plugin as well (registering it
 # twice is a no-op), this line keeps the module runnable on its own. The context managers are
 # imported inside the tests so that pytest imports the plugin first (assertion rewriting).
