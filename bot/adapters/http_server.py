@@ -2,6 +2,8 @@
 
 Adapters contribute an ``APIRouter``; this module adds ``/healthz`` and a request-size limit
 (413 before any adapter code runs) and serves them on ``DANGJIAN_HTTP_HOST:DANGJIAN_HTTP_PORT``.
+:class:`InboxLifecycle` is the start/join/close the callback adapters share, :func:`serve_adapter`
+their whole ``run``.
 """
 from __future__ import annotations
 
