@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from bot.admin import AdminFeature
+from bot.conversation import ConversationMemory
 from bot.core.engine import Core
 from bot.core.outbound import OutboundRegistry
 from bot.settings import Settings
@@ -72,6 +73,7 @@ def with_backoff(
 def open_database(settings: Settings) -> Database:
     """The engine with every table created (retried with backoff, then DatabaseUnavailable)."""
     import bot.checklists  # noqa: F401 - registers the feature tables on Base
+    import bot.conversation.tables  # noqa: F401
     import bot.meetings  # noqa: F401
     import bot.store.index_pointer  # noqa: F401
 
@@ -124,12 +126,14 @@ def build_core(settings: Settings, db: Database, retrieval: RetrievalService):
         return problems
 
     admin = AdminFeature(retrieval, db, settings.corpus_dir, outbound, after_switch)
+    memory = ConversationMemory(db, settings.context_window, retrieval.subjects,
+                                retrieval.rewrite_follow_up if settings.llm_enabled else None)
     core = Core(
         retrieval, admins=settings.admins, max_question_chars=settings.max_question_chars,
         rate_limit_per_minute=settings.rate_limit_per_minute, outbound=outbound,
-        features=[meetings, checklists, admin],
+        features=[meetings, checklists, admin], conversation=memory,
     )
-    return core, ReminderScheduler(db, settings, outbound, rules), after_switch
+    return core, ReminderScheduler(db, settings, outbound, rules), after_switch, memory
 
 
 def build_services(settings: Settings) -> BotServices:
@@ -142,7 +146,7 @@ def build_services(settings: Settings) -> BotServices:
         report = retrieval.ingest([settings.corpus_dir])
         log.info("indexed %d documents, %d articles", len(report.documents), report.articles)
     with_backoff(retrieval.warm_up, "Chroma" if settings.chroma_url else "index")
-    core, scheduler, after_switch = build_core(settings, db, retrieval)
+    core, scheduler, after_switch, memory = build_core(settings, db, retrieval)
 
     async def follow_pointer() -> None:
         """Replicas switch to a version another process published, without restart."""
@@ -154,19 +158,25 @@ def build_services(settings: Settings) -> BotServices:
             except Exception:
                 log.exception("could not reload the index pointer")
 
+    jobs: list[tuple[str, Callable[[], int]]] = [
+        ("processed message ids", lambda: db.forget_messages(utcnow() - MESSAGE_RETENTION)),
+        ("expired conversation contexts", memory.prune),
+    ]
     return BotServices(settings, db, retrieval, core,
-                       background=[scheduler.run_forever, follow_pointer, lambda: housekeeping(db)])
+                       background=[scheduler.run_forever, follow_pointer, lambda: housekeeping(jobs)])
 
 
-async def housekeeping(db: Database, interval: float = HOUSEKEEPING_SECONDS) -> None:
-    """Forget deduplication ids older than :data:`MESSAGE_RETENTION`, now and every ``interval``."""
+async def housekeeping(jobs: list[tuple[str, Callable[[], int]]], interval: float = HOUSEKEEPING_SECONDS) -> None:
+    """Run each pruning job (what it forgets, a blocking callable returning the rows removed)
+    now and every ``interval``; a failing job is logged and tried again next time."""
     while True:
-        try:
-            removed = await asyncio.to_thread(db.forget_messages, utcnow() - MESSAGE_RETENTION)
-            if removed:
-                log.info("forgot %d processed message ids older than %s", removed, MESSAGE_RETENTION)
-        except Exception:
-            log.exception("could not prune processed message ids")
+        for what, job in jobs:
+            try:
+                removed = await asyncio.to_thread(job)
+                if removed:
+                    log.info("forgot %d %s", removed, what)
+            except Exception:
+                log.exception("could not prune %s", what)
         await asyncio.sleep(interval)
 
 

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     reminder_offsets: str = "1d,2h"
     reminder_grace: str = "6h"
     reminder_poll_seconds: float = 5.0
+    context_ttl: str = "30m"  # how long a follow-up may lean on the previous question
 
     # Telegram
     telegram_token: str | None = Field(default=None, repr=False)
@@ -76,6 +77,12 @@ class Settings(BaseSettings):
     dingtalk_api_base: str = "https://api.dingtalk.com"
     dingtalk_mode: str = Field(default="http", pattern="^(http|stream)$")
 
+    @field_validator("context_ttl", "reminder_grace")
+    @classmethod
+    def _check_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
     @field_validator("reminder_offsets")
     @classmethod
     def _check_offsets(cls, value: str) -> str:
@@ -91,6 +98,10 @@ class Settings(BaseSettings):
             (parse_duration(p) for p in self.reminder_offsets.split(",") if p.strip()),
             reverse=True,
         )
+
+    @property
+    def context_window(self) -> timedelta:
+        return parse_duration(self.context_ttl)
 
     @property
     def grace(self) -> timedelta:

@@ -52,6 +52,9 @@ PLACEHOLDER_KEY = "EMPTY"
 
 SYSTEM_FILE = "llm_system.txt"
 USER_FILE = "llm_user.txt"
+REWRITE_FILE = "llm_rewrite.txt"
+#: A rewritten follow-up longer than this is not a question but an answer or an echo.
+MAX_REWRITE_CHARS = 200
 
 _MARKER_RE = re.compile(
     r"[\[［【]\s*(\d{1,3}(?:\s*[-–~～]\s*\d{1,3})?(?:\s*[,，、;；]\s*\d{1,3}(?:\s*[-–~～]\s*\d{1,3})?)*)\s*[\]］】]"
@@ -70,15 +73,18 @@ class Prompts(BaseModel):
 
     system: str
     user: str
+    rewrite: str = ""  # template for turning a follow-up into a standalone question
 
     @classmethod
     def load(cls, prompts_dir: Path) -> Prompts:
         """Read ``llm_system.txt`` and ``llm_user.txt`` from ``prompts_dir`` (ValueError if missing)."""
         if not (prompts_dir / SYSTEM_FILE).is_file() or not (prompts_dir / USER_FILE).is_file():
             raise ValueError(f"找不到 LLM 提示词模板 {prompts_dir / SYSTEM_FILE}（请检查 DANGJIAN_PROMPTS_DIR）")
+        rewrite = prompts_dir / REWRITE_FILE
         return cls(
             system=(prompts_dir / SYSTEM_FILE).read_text(encoding="utf-8").strip(),
             user=(prompts_dir / USER_FILE).read_text(encoding="utf-8").strip(),
+            rewrite=rewrite.read_text(encoding="utf-8").strip() if rewrite.is_file() else "",
         )
 
 
@@ -310,6 +316,24 @@ class LLMAnswerer:
             question=extractive.question or question, answer=answer_text, refused=False,
             citations=citations, quote=quote, mode="llm",
         )
+
+    def rewrite(self, previous: str, label: str, follow_up: str) -> str | None:
+        """The follow-up as a standalone question (one call, the usual timeout), or None on any
+        failure or an output that is not a single short question."""
+        if not self._prompts.rewrite:
+            return None
+        values = {"previous": _one_line(previous), "label": _one_line(label), "question": _one_line(follow_up)}
+        prompt = re.sub(r"\{(previous|label|question)\}", lambda m: values[m.group(1)], self._prompts.rewrite)
+        try:
+            reply = self._loop.run(self._chat.ainvoke([HumanMessage(content=prompt)]), self._timeout)
+            text = _THINK_RE.sub("", str(reply.text)).strip().strip("<>「」“”\"")
+        except Exception as exc:  # noqa: BLE001 - any failure: the caller merges without the model
+            self._warn("LLM rewrite failed (%s: %s); merging without it", type(exc).__name__, str(exc))
+            return None
+        if not text or "\n" in text or len(text) > MAX_REWRITE_CHARS:
+            self._warn("LLM rewrite unusable; merging without it")
+            return None
+        return text
 
     def close(self) -> None:
         """Stop the answerer's event-loop thread."""

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from retrieval.numerals import CN_NUMERAL_CHARS, int_to_cn, normalize_quantities
 from retrieval.normalize import normalize_question
+from retrieval.tokenize import load_synonyms
 
 # --------------------------------------------------------------------------- answer types
 #: Question words → the kind of answer they ask for.
@@ -249,3 +252,32 @@ _GENERIC_NAMES = {"章程", "条例", "细则", "意见", "通知", "规定", "�
 
 def _is_specific(name: str) -> bool:
     return name not in _GENERIC_NAMES and (len(name) >= 4 or name == "党章")
+
+
+# --------------------------------------------------------------------------- subjects
+SUBJECTS_FILE = Path(__file__).parent / "data" / "subjects.txt"
+
+
+@lru_cache(maxsize=1)
+def _subject_words() -> tuple[str, ...]:
+    words = {w.split("#", 1)[0].strip() for w in SUBJECTS_FILE.read_text(encoding="utf-8").splitlines()}
+    synonyms = load_synonyms()
+    words |= {w for w, canonical in synonyms.items() if canonical in words} | {c for c in synonyms.values() if c in words}
+    return tuple(sorted((w for w in words if len(w) >= 2), key=len, reverse=True))
+
+
+def find_subjects(text: str) -> list[str]:
+    """The subjects a text names (retrieval/data/subjects.txt: meetings, bodies, roles,
+    procedures, documents), longest first where they overlap, in the order they appear."""
+    text = normalize_question(text)
+    found: list[tuple[int, str]] = []
+    taken = [False] * len(text)
+    for word in _subject_words():
+        start = text.find(word)
+        while start >= 0:
+            if not any(taken[start:start + len(word)]):
+                found.append((start, word))
+                for i in range(start, start + len(word)):
+                    taken[i] = True
+            start = text.find(word, start + 1)
+    return [w for _, w in sorted(found)]

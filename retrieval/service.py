@@ -16,6 +16,7 @@ from retrieval.config import RetrievalConfig
 from retrieval.embed import E5Embeddings
 from retrieval.index import IndexBuilder, IngestReport, Progress
 from retrieval.models import Answer, Article
+from retrieval.query import find_subjects
 from retrieval.search import LoadedIndex
 from retrieval.store import ChromaLocation, FilePointerStore, PointerStore
 
@@ -113,6 +114,16 @@ class RetrievalService:
         self.pointer.write(previous, pointer["current"])
         self.reload()
         return previous
+
+    # ------------------------------------------------------------------ conversations
+    @staticmethod
+    def subjects(text: str) -> list[str]:
+        """The subjects (meetings, bodies, roles, procedures) a message names."""
+        return find_subjects(text)
+
+    def rewrite_follow_up(self, previous: str, label: str, follow_up: str) -> str | None:
+        """With an LLM: the follow-up rewritten as a standalone question; else None."""
+        return self._llm.rewrite(previous, label, follow_up) if self._llm is not None else None
 
     def close(self) -> None:
         """Release what the service holds beyond memory (the LLM client's thread)."""

@@ -64,7 +64,8 @@ async def test_housekeeping_keeps_running_through_database_errors(tmp_path, capl
         raise DatabaseUnavailable("down")
 
     db.forget_messages = flaky  # type: ignore[method-assign]
-    job = asyncio.create_task(housekeeping(db, interval=0.01))
+    job = asyncio.create_task(housekeeping([("message ids", lambda: db.forget_messages(utcnow() - timedelta(days=1)))],
+                                           interval=0.01))
     while len(calls) < 3:
         await asyncio.sleep(0.01)
     job.cancel()

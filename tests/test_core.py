@@ -285,7 +285,7 @@ def test_commands_for_menu_lists_feature_commands_once() -> None:
     menu = TestBot(ProbeFeature()).core.commands_for_menu()
     words = [w for w, _ in menu]
     assert words[:2] == ["start", "help"]
-    assert sorted(words) == sorted({"start", "help", "meeting", "meetings"})
+    assert sorted(words) == sorted({"start", "help", "new", "meeting", "meetings"})
     assert len(words) == len(set(words))
     for word, description in menu:
         assert re.fullmatch(r"[a-z0-9_]{1,32}", word)  # Telegram setMyCommands rule

@@ -85,6 +85,10 @@ def test_members_secretaries_and_restarts(tg, data_copy, tmp_path):
         assert all(len(m.text) <= 4096 for m in tg.sent)
         refusal = _ask(tg, "帮我写一首关于春天的诗")
         assert not re.search(r"第[一二三四五六七八九十百]+条|[一二三四五六七八九十]+、（", refusal.text)
+        # A follow-up leans on the last answered question (the refusal is not remembered).
+        follow = _ask(tg, "那党组民主生活会呢？")
+        assert follow.text.startswith("（接上一问：") and "第二十七条" in follow.text
+        assert "原则上每年召开一次" in follow.text
 
         # In a group: silence on chatter, an answer when mentioned.
         mark = tg.mark()

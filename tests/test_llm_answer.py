@@ -463,3 +463,20 @@ def test_timed_out_calls_leave_no_thread_running(
     # At most the loop's resolver thread is new; a thread per call would still hang for 30 s each.
     assert threading.active_count() <= before + 1
     answerer.close()
+
+
+def test_follow_up_rewrite_uses_one_call_and_falls_back_on_failure(fake: FakeOpenAI) -> None:
+    """Issue #14: the model turns a follow-up into a standalone question; any failure → None."""
+    answerer = LLMAnswerer(make_settings(fake.base_url, timeout=1), PROMPTS_DIR)
+    fake.set_reply("党组会议的表决方式有哪些？")
+    assert answerer.rewrite("党组会议一般多久召开一次？", "《党组工作细则》第十八条", "那表决呢？") == "党组会议的表决方式有哪些？"
+    assert len(fake.requests) == 1
+    prompt = user_text(fake.requests[0].body)
+    assert "党组会议一般多久召开一次？" in prompt and "第十八条" in prompt and "那表决呢？" in prompt
+    fake.set_reply("第一行\n第二行")  # not one question
+    assert answerer.rewrite("上一问", "第十八条", "那表决呢？") is None
+    fake.set_mode("hang", hang_seconds=30)
+    started = time.monotonic()
+    assert answerer.rewrite("上一问", "第十八条", "那表决呢？") is None
+    assert time.monotonic() - started < 1 + 5
+    answerer.close()

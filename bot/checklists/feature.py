@@ -172,6 +172,13 @@ class ChecklistFeature:
     def checklists(self) -> tuple[Checklist, ...]:
         return self._catalog.items
 
+    def answer_note(self, question: str) -> str | None:
+        """After an answer about preparing or holding a meeting with a checklist: point to it."""
+        for checklist in self.checklists:
+            if checklist.pointed_to_by(question):
+                return f"可发送 /checklist {checklist.title} 逐步准备，每步注明依据"
+        return None
+
     # Feature protocol (plain functions: the core runs them in a worker thread) ---------------
     def on_command(self, ctx: Context, command: str, args: str) -> list[OutgoingMessage]:
         """``/checklist [status | reset <name> | <name>]``."""

@@ -129,7 +129,7 @@ def _resolve(path: Path, spec: ChecklistSpec, lookup: ArticleLookup, problems: l
             steps.append(step)
     return Checklist(
         id=spec.id, title=spec.title, aliases=tuple(spec.aliases), description=spec.description,
-        order=spec.order, steps=tuple(steps),
+        order=spec.order, pointer_when=tuple(spec.pointer_when), steps=tuple(steps),
     )
 
 

@@ -11,6 +11,8 @@ import unicodedata
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from retrieval.normalize import to_simplified
+
 #: Words that follow ``/checklist`` as sub-commands, so no checklist may be called that.
 RESERVED_NAMES = frozenset({"status", "reset", "list", "help"})
 
@@ -60,6 +62,8 @@ class ChecklistSpec(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     description: str = Field(min_length=1)
     order: int = 100  # position in the /checklist list (then by id)
+    #: question words that, with the checklist's title or an alias, make an answer point to it
+    pointer_when: list[str] = Field(default_factory=list)
     steps: list[StepSpec] = Field(min_length=1, max_length=MAX_STEPS)
 
     @field_validator("id")
@@ -96,7 +100,14 @@ class Checklist(BaseModel):
     aliases: tuple[str, ...] = ()
     description: str
     order: int = 100
+    pointer_when: tuple[str, ...] = ()
     steps: tuple[Step, ...]
+
+    def pointed_to_by(self, question: str) -> bool:
+        """A question about preparing or holding this meeting (see ``pointer_when``)."""
+        text = name_key(to_simplified(question))
+        names = [name_key(n) for n in (self.title, *self.aliases) if not n.isascii()]
+        return any(n in text for n in names) and any(w in text for w in self.pointer_when)
 
     @property
     def size(self) -> int:

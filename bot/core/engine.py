@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from bot.core import texts
+from bot.core.conversation import Conversation, Resolved
 from bot.core.errors import StorageUnavailable
 from bot.core.feature import Context, Feature
 from bot.core.fit import fit
@@ -95,9 +96,11 @@ class Core:
         rate_limit_per_minute: int = 20,
         outbound: OutboundRegistry | None = None,
         features: list[Feature] | None = None,
+        conversation: Conversation | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.qa = qa
+        self.conversation = conversation
         self.admins = admins
         self.max_question_chars = max_question_chars
         self.rate = RateLimiter(rate_limit_per_minute, clock)
@@ -142,6 +145,8 @@ class Core:
         command = parse_command(text)
         if command is not None:
             return await self._command(ctx, *command)
+        if text in texts.RESTART_WORDS:
+            return [await self._restart(ctx)]
         for feature in self.features:
             consumed = await _run(feature.on_text, ctx)
             if consumed is not None:
@@ -150,12 +155,46 @@ class Core:
             return [OutgoingMessage(text=texts.FILE_NOT_EXPECTED)]
         if not _has_words(text):
             return [OutgoingMessage(text=texts.EMPTY_QUESTION)]
-        return [await self.answer(text)]
+        return [await self.answer(text, ctx)]
 
-    async def answer(self, question: str) -> OutgoingMessage:
+    async def answer(self, question: str, ctx: Context | None = None) -> OutgoingMessage:
+        """Answer a question: read as a follow-up of the user's previous one where it leans on
+        it, with pointers to the features that help further."""
         question = question[: self.max_question_chars]
-        answer = await asyncio.to_thread(self.qa.ask, question)
-        return OutgoingMessage(text=format_answer(answer))
+        resolved = await self._resolve(ctx, question)
+        answer = await asyncio.to_thread(self.qa.ask, resolved.question)
+        await self._remember(ctx, resolved, answer)
+        text = format_answer(answer)
+        if resolved.understood:
+            text = texts.FOLLOW_UP.format(understood=resolved.understood) + "\n" + text
+        if not answer.refused:
+            notes = [note for f in self.features if (note := _answer_note(f, resolved.question))]
+            if notes:
+                text += "\n\n" + "\n".join(dict.fromkeys(notes))
+        return OutgoingMessage(text=text)
+
+    async def _resolve(self, ctx: Context | None, question: str) -> Resolved:
+        if self.conversation is None or ctx is None:
+            return Resolved(question)
+        try:
+            return await asyncio.to_thread(self.conversation.resolve, ctx.ref, question)
+        except Exception:  # the memory is a help, never a reason not to answer
+            log.warning("could not read the conversation context; answering on its own", exc_info=True)
+            return Resolved(question)
+
+    async def _remember(self, ctx: Context | None, resolved: Resolved, answer: Answer) -> None:
+        if self.conversation is None or ctx is None:
+            return
+        try:
+            await asyncio.to_thread(self.conversation.remember, ctx.ref, resolved, answer)
+        except Exception:
+            log.warning("could not store the conversation context", exc_info=True)
+
+    async def _restart(self, ctx: Context) -> OutgoingMessage:
+        """/new or 重新开始: forget the previous question (acknowledged either way)."""
+        if self.conversation is not None:
+            await asyncio.to_thread(self.conversation.forget, ctx.ref)
+        return OutgoingMessage(text=texts.CONTEXT_CLEARED)
 
     async def _command(self, ctx: Context, word: str, args: str) -> list[OutgoingMessage]:
         if word == "start":
@@ -165,7 +204,9 @@ class Core:
         if word == "ask":
             if not _has_words(args):
                 return [OutgoingMessage(text=texts.EMPTY_QUESTION)]
-            return [await self.answer(args)]
+            return [await self.answer(args, ctx)]
+        if word == "new":
+            return [await self._restart(ctx)]
         feature = self._by_command.get(word)
         if feature is None:
             return [OutgoingMessage(text=texts.UNKNOWN_COMMAND.format(word=word) + "\n\n" + self.help_text())]
@@ -194,7 +235,7 @@ class Core:
     # ------------------------------------------------------------------
     def commands_for_menu(self) -> list[tuple[str, str]]:
         """(command, short description) pairs for a platform's command menu (setMyCommands)."""
-        menu = [("start", "开始使用"), ("help", "查看全部命令和示例")]
+        menu = [("start", "开始使用"), ("help", "查看全部命令和示例"), ("new", "重新开始对话（不再接着上一问）")]
         for feature in self.features:
             for usage, description in feature.help_lines:
                 word = usage.split()[0].lstrip("/")
@@ -216,6 +257,12 @@ async def _run(handler: Callable[..., Any], *args: Any) -> Any:
         return await handler(*args)
     result = await asyncio.to_thread(handler, *args)
     return await result if inspect.isawaitable(result) else result  # an async callable object
+
+
+def _answer_note(feature: Feature, question: str) -> str | None:
+    """A feature's one-line pointer for an answered question (``answer_note`` is optional)."""
+    note = getattr(feature, "answer_note", None)
+    return note(question) if note is not None else None
 
 
 def _has_words(text: str) -> bool:

@@ -60,6 +60,9 @@ def offsets_text(offsets: list[timedelta]) -> str:
     return "、".join(format_offset(o) for o in offsets)
 
 
+PLAN_POINTER = "可发送 /meeting plan 查看本支部应定期召开的会议及本期是否已安排，每项注明依据"
+
+
 class MeetingsFeature:
     """The meetings plug-in (implements :class:`bot.core.feature.Feature`)."""
 
@@ -126,6 +129,10 @@ class MeetingsFeature:
     def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
         """Plain texts are never the meetings feature's."""
         return None
+
+    def answer_note(self, question: str) -> str | None:
+        """After an answer about how often branch meetings are held: point to /meeting plan."""
+        return PLAN_POINTER if self.rules.asks_about_plan(question) else None
 
     # ------------------------------------------------------------------ help
     def help_text(self) -> str:

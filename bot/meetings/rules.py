@@ -21,7 +21,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from bot.meetings.parse import TYPE_ALIASES
 from retrieval.models import Article, ArticleLookup
+from retrieval.normalize import to_simplified
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ class MeetingRule(BaseModel):
 
 class RuleFile(BaseModel):
     rules: list[MeetingRule]
+    #: question words that, with a plan meeting type, make an answer point to /meeting plan
+    plan_pointer_when: list[str] = Field(default_factory=list)
 
 
 class ResolvedRule(BaseModel):
@@ -77,11 +81,11 @@ def quote_occurs(quote: str, text: str) -> bool:
     return normalise_for_match(quote) in normalise_for_match(text)
 
 
-def read_rule_file(path: Path) -> list[MeetingRule]:
+def read_rule_file(path: Path) -> RuleFile:
     """Parse and validate the YAML file; ValueError with the file name on any problem."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return RuleFile.model_validate(data).rules
+        return RuleFile.model_validate(data)
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise ValueError(f"meeting rules file {path} is invalid: {exc}") from exc
 
@@ -89,9 +93,11 @@ def read_rule_file(path: Path) -> list[MeetingRule]:
 class MeetingRules:
     """Rules resolved against the serving index. Reload after a reindex."""
 
-    def __init__(self, rules: list[MeetingRule], lookup: ArticleLookup, path: Path | None = None) -> None:
+    def __init__(self, rules: list[MeetingRule], lookup: ArticleLookup, path: Path | None = None,
+                 pointer_when: list[str] | None = None) -> None:
         self._rules = list(rules)
         self._path = path
+        self._pointer_when = list(pointer_when or [])
         self._resolved: list[ResolvedRule] = []
         self._unresolved: list[str] = []
         self._resolve(lookup)
@@ -99,7 +105,8 @@ class MeetingRules:
     @classmethod
     def load(cls, path: Path, lookup: ArticleLookup) -> MeetingRules:
         """Read ``path`` (raises ValueError when the file is missing or malformed) and resolve."""
-        return cls(read_rule_file(path), lookup, path)
+        data = read_rule_file(path)
+        return cls(data.rules, lookup, path, data.plan_pointer_when)
 
     def reload(self, lookup: ArticleLookup) -> None:
         """Re-read the file (if loaded from one) and resolve again, e.g. after a reindex.
@@ -110,7 +117,8 @@ class MeetingRules:
         problem: str | None = None
         if self._path is not None:
             try:
-                self._rules = read_rule_file(self._path)
+                data = read_rule_file(self._path)
+                self._rules, self._pointer_when = data.rules, data.plan_pointer_when
             except ValueError as exc:
                 log.error("%s; keeping the previous meeting rules", exc)
                 problem = f"会议规则文件 {self._path.name} 无法读取，仍使用上次的规则：{exc}"
@@ -171,6 +179,16 @@ class MeetingRules:
                 seen.add(r.rule.type)
                 out.append(r)
         return out
+
+    def asks_about_plan(self, question: str) -> bool:
+        """True when a question asks how often a meeting of the plan is held (the trigger words
+        are ``plan_pointer_when`` in the rule file)."""
+        text = normalise_for_match(to_simplified(question))
+        if not any(word in text for word in self._pointer_when):
+            return False
+        types = {t for r in self.plan_rules() for t in r.counted_types}
+        names = types | {alias for alias, canonical in TYPE_ALIASES.items() if canonical in types}
+        return any(name in text for name in names)
 
     def missing_plan_types(self) -> list[str]:
         """Plan types with no resolved rule at all (named in the plan's note)."""
