@@ -124,10 +124,11 @@ class TestBot:
     def __init__(self, *features: Any, qa: Any = None, admins: Iterable[str] = (), caps: Capabilities = RICH,
                  platform: str = "telegram", rate_limit: int = 0, max_question_chars: int = 500,
                  registry: OutboundRegistry | None = None, core: Core | None = None,
-                 conversation: Any = None) -> None:
+                 conversation: Any = None, on_answer: Any = None) -> None:
         """``registry``: the one the features were given, if they push (the recording outbound
-        is registered on it for ``platform``). ``core``: drive a core built elsewhere (e.g. by
-        the composition root) instead."""
+        is registered on it for ``platform``). ``on_answer``: the core's answer hook (the
+        question log). ``core``: drive a core built elsewhere (e.g. by the composition root)
+        instead."""
         self.qa = qa if qa is not None else StubAnswerer()
         self.caps = caps
         self.platform = platform
@@ -135,7 +136,8 @@ class TestBot:
         if core is None:
             core = Core(self.qa, admins=frozenset(admins), rate_limit_per_minute=rate_limit,
                         outbound=registry or OutboundRegistry(), features=list(features),
-                        max_question_chars=max_question_chars, conversation=conversation)
+                        max_question_chars=max_question_chars, conversation=conversation,
+                        on_answer=on_answer)
         self.core = core
         core.outbound.register(platform, self.outbound)
 

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from bot.core import texts
+from bot.core.conversation import Resolved
 from bot.core.engine import RateLimiter, parse_command
 from bot.core.errors import StorageUnavailable
 from bot.core.feature import Context
@@ -341,6 +342,59 @@ async def test_a_slow_database_call_in_one_chat_does_not_delay_another_chats_ans
     assert time.monotonic() - started < 1.0, "chat b waited for chat a's database call"
     assert "依据" in answer.text and not slow.done()
     assert (await slow).text == "进度"
+
+
+# The answer hook (the question log) -------------------------------------------------------
+class Hook:
+    """Adds a line to answers; ``delay`` seconds slow, or raising when ``fail``."""
+
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.delay, self.fail = delay, fail
+        self.seen: list[tuple[str, str, bool, str]] = []
+
+    def on_answer(self, ctx: Context, answered, reply: OutgoingMessage) -> OutgoingMessage:
+        time.sleep(self.delay)
+        if self.fail:
+            raise StorageUnavailable("database unavailable: OperationalError")
+        self.seen.append((ctx.msg.user_id, answered.question, answered.answer.refused, answered.answer.mode))
+        return reply.model_copy(update={"text": reply.text + "\n（已记录）"})
+
+
+async def test_the_answer_hook_sees_answers_and_refusals_but_no_command_replies() -> None:
+    hook = Hook()
+    bot = TestBot(qa=StubAnswerer(reply=lambda q: Answer(question=q, answer=REFUSAL, refused="诗" in q)),
+                  on_answer=hook)
+    assert (await bot.say("党组会议多久召开一次？")).text.endswith("（已记录）")
+    assert (await bot.say("/ask 写一首诗", user="u2")).text.endswith("（已记录）")
+    await bot.say("/help")
+    assert hook.seen == [("u1", "党组会议多久召开一次？", False, "extractive"), ("u2", "写一首诗", True, "extractive")]
+
+
+async def test_the_answer_hook_gets_the_members_own_words_not_the_merged_follow_up() -> None:
+    class Memory:
+        def resolve(self, ref, text):
+            return Resolved(f"党组会议{text}", understood="党组会议")
+
+        def remember(self, ref, resolved, answer):
+            pass
+
+    hook = Hook()
+    bot = TestBot(on_answer=hook, conversation=Memory())
+    assert "接上一问" in (await bot.say("那需要多少人到会呢？")).text
+    assert bot.qa.questions == ["党组会议那需要多少人到会呢？"]
+    assert hook.seen == [("u1", "那需要多少人到会呢？", False, "extractive")]
+
+
+async def test_a_failing_or_slow_answer_hook_never_breaks_or_holds_back_the_answer(caplog) -> None:
+    bot = TestBot(on_answer=Hook(fail=True))
+    with caplog.at_level("ERROR"):
+        reply = await bot.say("党组会议多久召开一次？")
+    assert "依据" in reply.text and "已记录" not in reply.text and "answer hook failed" in caplog.text
+    slow = TestBot(on_answer=Hook(delay=1.0))
+    slow.core.answer_hook_seconds = 0.1
+    started = time.monotonic()
+    reply = await slow.say("党组会议多久召开一次？")
+    assert time.monotonic() - started < 0.7 and "依据" in reply.text and "已记录" not in reply.text
 
 
 # split_text --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from bot.core import texts
 from bot.core.conversation import Conversation, Resolved
 from bot.core.errors import StorageUnavailable
-from bot.core.feature import Context, Feature
+from bot.core.feature import Answered, AnswerHook, Context, Feature
 from bot.core.fit import fit
 from bot.core.format import format_answer
 from bot.core.models import Capabilities, IncomingMessage, OutgoingMessage, Problem
@@ -34,6 +34,8 @@ class QuestionAnswerer(Protocol):
 
 
 WINDOW_SECONDS = 60.0
+#: How long an answer waits for the answer hook (the question log) before it goes out unchanged.
+ANSWER_HOOK_SECONDS = 2.0
 
 
 class RateLimiter:
@@ -97,10 +99,13 @@ class Core:
         outbound: OutboundRegistry | None = None,
         features: list[Feature] | None = None,
         conversation: Conversation | None = None,
+        on_answer: AnswerHook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.qa = qa
         self.conversation = conversation
+        self.on_answer = on_answer
+        self.answer_hook_seconds = ANSWER_HOOK_SECONDS
         self.admins = admins
         self.max_question_chars = max_question_chars
         self.rate = RateLimiter(rate_limit_per_minute, clock)
@@ -161,6 +166,7 @@ class Core:
         """Answer a question: read as a follow-up of the user's previous one where it leans on
         it, with pointers to the features that help further."""
         question = question[: self.max_question_chars]
+        started = time.perf_counter()
         resolved = await self._resolve(ctx, question)
         answer = await asyncio.to_thread(self.qa.ask, resolved.question)
         await self._remember(ctx, resolved, answer)
@@ -171,7 +177,23 @@ class Core:
             notes = [note for f in self.features if (note := _answer_note(f, resolved.question))]
             if notes:
                 text += "\n\n" + "\n".join(dict.fromkeys(notes))
-        return OutgoingMessage(text=text)
+        answered = Answered(question, answer, (time.perf_counter() - started) * 1000)
+        return await self._after_answer(ctx, answered, OutgoingMessage(text=text))
+
+    async def _after_answer(self, ctx: Context | None, answered: Answered, reply: OutgoingMessage) -> OutgoingMessage:
+        """The reply as the answer hook returns it; unchanged if the hook fails or is slow (its
+        work then finishes in the background)."""
+        if self.on_answer is None or ctx is None:
+            return reply
+        task = asyncio.ensure_future(_run(self.on_answer.on_answer, ctx, answered, reply))
+        task.add_done_callback(_log_hook_failure)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.answer_hook_seconds)
+        except TimeoutError:
+            log.warning("answer hook still busy after %.1f s; the answer goes out without it", self.answer_hook_seconds)
+        except Exception:
+            pass  # logged by _log_hook_failure
+        return reply
 
     async def _resolve(self, ctx: Context | None, question: str) -> Resolved:
         if self.conversation is None or ctx is None:
@@ -263,6 +285,11 @@ def _answer_note(feature: Feature, question: str) -> str | None:
     """A feature's one-line pointer for an answered question (``answer_note`` is optional)."""
     note = getattr(feature, "answer_note", None)
     return note(question) if note is not None else None
+
+
+def _log_hook_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("answer hook failed; the answer went out without it", exc_info=task.exception())
 
 
 def _has_words(text: str) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.core.models import Capabilities, ChatRef, ChatType, IncomingMessage, OutgoingMessage
+from retrieval.models import Answer
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,21 @@ class Feature(Protocol):
     def on_text(self, ctx: Context) -> list[OutgoingMessage] | None:
         """A plain text the feature may consume (e.g. 完成 in a checklist); None = not mine."""
         ...
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A question the core answered or refused, as handed to the :class:`AnswerHook`."""
+
+    question: str  # the member's words, cut to DANGJIAN_MAX_QUESTION_CHARS (not merged with a previous one)
+    answer: Answer
+    latency_ms: float
+
+
+class AnswerHook(Protocol):
+    """Sees every answered or refused question once its answer is made (not command replies) and
+    returns the reply to send, e.g. with rating buttons added. A plain ``def`` runs in a worker
+    thread. The core waits for it only briefly and sends the unchanged reply when it fails or is
+    slow, so a hook (the question log) can never delay or break an answer."""
+
+    def on_answer(self, ctx: Context, answered: Answered, reply: OutgoingMessage) -> OutgoingMessage: ...
