@@ -23,6 +23,7 @@ from bot.admin import AdminFeature
 from bot.conversation import ConversationMemory
 from bot.core.engine import Core
 from bot.core.outbound import OutboundRegistry
+from bot.feedback import FeedbackFeature, QuestionStore
 from bot.settings import Settings
 from bot.store.db import Database, DatabaseUnavailable, SchemaTooNew, utcnow
 from retrieval.service import RetrievalService
@@ -74,6 +75,7 @@ def open_database(settings: Settings) -> Database:
     """The engine with every table created (retried with backoff, then DatabaseUnavailable)."""
     import bot.checklists  # noqa: F401 - registers the feature tables on Base
     import bot.conversation.tables  # noqa: F401
+    import bot.feedback  # noqa: F401
     import bot.meetings  # noqa: F401
     import bot.store.index_pointer  # noqa: F401
 
@@ -128,10 +130,11 @@ def build_core(settings: Settings, db: Database, retrieval: RetrievalService):
     admin = AdminFeature(retrieval, db, settings.corpus_dir, outbound, after_switch)
     memory = ConversationMemory(db, settings.context_window, retrieval.subjects,
                                 retrieval.rewrite_follow_up if settings.llm_enabled else None)
+    feedback = FeedbackFeature(QuestionStore(db, settings.question_log_days), timezone=settings.timezone)
     core = Core(
         retrieval, admins=settings.admins, max_question_chars=settings.max_question_chars,
         rate_limit_per_minute=settings.rate_limit_per_minute, outbound=outbound,
-        features=[meetings, checklists, admin], conversation=memory,
+        features=[meetings, checklists, admin, feedback], conversation=memory, on_answer=feedback,
     )
     return core, ReminderScheduler(db, settings, outbound, rules), after_switch, memory
 
@@ -161,6 +164,7 @@ def build_services(settings: Settings) -> BotServices:
     jobs: list[tuple[str, Callable[[], int]]] = [
         ("processed message ids", lambda: db.forget_messages(utcnow() - MESSAGE_RETENTION)),
         ("expired conversation contexts", memory.prune),
+        ("questions past DANGJIAN_QUESTION_LOG_DAYS", QuestionStore(db, settings.question_log_days).prune),
     ]
     return BotServices(settings, db, retrieval, core,
                        background=[scheduler.run_forever, follow_pointer, lambda: housekeeping(jobs)])

@@ -1,4 +1,4 @@
-"""`dangjian` command line: ingest, ask, batch, run, corpus.
+"""`dangjian` command line: ingest, ask, batch, run, corpus, report.
 
 stdout carries only results (`batch`: one JSON object per input line); progress, logs and
 errors go to stderr.
@@ -206,6 +206,37 @@ def corpus() -> None:
     except NoIndex as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+
+
+@app.command()
+def report(
+    days: Annotated[int, typer.Option("--days", min=1, max=3650, help="统计最近多少天")] = 30,
+    csv_file: Annotated[Path | None, typer.Option("--csv", help="把这段时间的提问记录写入 CSV（UTF-8 BOM，Excel 可直接打开）")] = None,
+) -> None:
+    """提问统计（与聊天中的 /stats 相同）；--csv 导出这段时间的提问记录。"""
+    _setup_logging()
+    logging.getLogger().setLevel(logging.WARNING)
+    settings = _settings()
+    from bot.app import open_database
+    from bot.core.errors import StorageUnavailable
+    from bot.feedback import QuestionStore, build_report, format_report, write_csv
+
+    try:
+        store = QuestionStore(open_database(settings), settings.question_log_days)
+        result = build_report(store, days)
+        rows = store.rows(result.since) if csv_file is not None else []
+    except StorageUnavailable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(3) from exc
+    typer.echo(format_report(result, settings.timezone))
+    if csv_file is not None:
+        try:
+            with csv_file.open("w", encoding="utf-8-sig", newline="") as fh:
+                write_csv(rows, fh, settings.timezone)
+        except OSError as exc:
+            err.print(f"[red]无法写入 {csv_file}：{exc.strerror}[/red]")
+            raise typer.Exit(2) from exc
+        err.print(f"已把 {len(rows)} 条提问记录写入 {csv_file}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     reminder_grace: str = "6h"
     reminder_poll_seconds: float = 5.0
     context_ttl: str = "30m"  # how long a follow-up may lean on the previous question
+    question_log_days: int = Field(default=180, ge=0)  # 0: no question log, no ratings
 
     # Telegram
     telegram_token: str | None = Field(default=None, repr=False)

@@ -73,6 +73,28 @@ async def test_housekeeping_keeps_running_through_database_errors(tmp_path, capl
     assert "could not prune" in caplog.text
 
 
+async def test_questions_past_the_log_retention_are_deleted_in_the_background(services) -> None:
+    from bot.feedback import QuestionStore
+    from bot.feedback.store import Asked
+
+    now = utcnow()
+    store = QuestionStore(services.db, 180, clock=lambda: now - timedelta(days=181))
+    store.record(Asked("wecom", "c", "private", "u", "半年前的问题", True, None, None, "extractive", 1))
+    store.clock = lambda: now
+    store.record(Asked("wecom", "c", "private", "u", "今天的问题", True, None, None, "extractive", 1))
+    jobs = [asyncio.create_task(factory()) for factory in services.background]  # as `dangjian run` does
+    try:
+        deadline = time.monotonic() + 10
+        while len(store.rows(now - timedelta(days=365))) > 1:
+            assert time.monotonic() < deadline, "the old question was never deleted"
+            await asyncio.sleep(0.05)
+    finally:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+    assert [r.question for r in store.rows(now - timedelta(days=365))] == ["今天的问题"]
+
+
 def test_one_backoff_retries_what_may_heal_and_gives_up_on_what_cannot(monkeypatch) -> None:
     monkeypatch.setattr(time, "sleep", lambda seconds: None)
     attempts = []

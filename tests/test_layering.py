@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_LINES = 450
-FEATURES = ("bot.meetings", "bot.checklists", "bot.admin")
+FEATURES = ("bot.meetings", "bot.checklists", "bot.admin", "bot.feedback")
 RULES = {
     "retrieval": ("bot",),
     "bot/core": ("sqlalchemy", "telegram", "fastapi", "starlette", "httpx", "chromadb", "langchain_core",
