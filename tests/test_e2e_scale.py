@@ -101,6 +101,11 @@ def test_two_replicas_share_index_state_and_reminders(servers, tmp_path):
         for user in ("u1", "u2"):
             assert "第十八条" in fake.texts(user)[0] and "每月" in fake.texts(user)[0]
 
+        # 没用 typed to B rates the answer A gave (the question log is in PostgreSQL).
+        post("b", "u1", "没用", 6)
+        wait_until(lambda: len(fake.texts("u1")) >= 2, 30, "the rating through B")
+        assert fake.texts("u1")[1].startswith("已记录：没用")
+
         # Meetings added through A are listed through B.
         first = clock.meeting(margin=8) + timedelta(minutes=1)  # first reminder due while A is down
         hhmm1 = first.strftime("%H:%M")
@@ -159,6 +164,7 @@ def test_two_replicas_share_index_state_and_reminders(servers, tmp_path):
         engine = sa.create_engine(pg_url)
         with engine.connect() as conn:
             assert conn.execute(sa.text("select count(*) from meetings")).scalar() == 2
+            assert conn.execute(sa.text("select rating from question_log where user_id = 'u1'")).scalar() == "down"
         engine.dispose()
         for folder in data.values():
             leftovers = [p for p in folder.rglob("*") if p.name == "chroma.sqlite3" or p.suffix == ".db"]

@@ -9,7 +9,9 @@ from tests.e2e import BotProcess, ReminderClock, wait_until
 from tests.fakes.telegram_api import FakeTelegram
 
 USER = 42
+ADMIN = 43
 GROUP = -1001234
+UNCOVERED = "帮我写一首关于春天的诗"
 #: Seconds from process start until the first reminder may fall due: start-up, the secretary's
 #: commands, then a crash before it is due.
 REMINDER_DELAY = 25
@@ -17,7 +19,7 @@ REMINDER_DELAY = 25
 
 def _env(tg: FakeTelegram, data, **extra) -> dict[str, str]:
     return {"DANGJIAN_TELEGRAM_TOKEN": tg.token, "DANGJIAN_TELEGRAM_BASE_URL": tg.base_url,
-            "DANGJIAN_DATA_DIR": str(data), **extra}
+            "DANGJIAN_DATA_DIR": str(data), "DANGJIAN_ADMIN_IDS": f"telegram:{ADMIN}", **extra}
 
 
 def _ready(tg: FakeTelegram, bot: BotProcess, since_calls: int = 0) -> None:
@@ -79,16 +81,34 @@ def test_members_secretaries_and_restarts(tg, data_copy, tmp_path):
         again = _ask(tg, "/checklist 民主生活会")
         assert again.text == step2.text
 
-        # A member asks in private: a cited answer, first message, within the limit.
+        # A member asks in private: a cited answer, first message, within the limit, with rating
+        # buttons; 没用 is acknowledged with a toast.
         reply = _ask(tg, "党组会议一般多久召开一次？")
         assert "第十八条" in reply.text and "每月" in reply.text and "《" in reply.text
         assert all(len(m.text) <= 4096 for m in tg.sent)
-        refusal = _ask(tg, "帮我写一首关于春天的诗")
+        assert [label for row in reply.buttons for label, _ in row] == ["👍 有用", "👎 没用"]
+        toasts = len(tg.callback_answers)
+        tg.push_callback(USER, USER, reply.buttons[0][1][1], message_id=reply.message_id)
+        wait_until(lambda: len(tg.callback_answers) > toasts, 30, "the rating toast", bot)
+        assert "没用" in tg.callback_answers[-1]["text"]
+        refusal = _ask(tg, UNCOVERED)
         assert not re.search(r"第[一二三四五六七八九十百]+条|[一二三四五六七八九十]+、（", refusal.text)
-        # A follow-up leans on the last answered question (the refusal is not remembered).
+        assert not refusal.reply_markup
+        again = _ask(tg, f"请问，{UNCOVERED}？")  # the same uncovered question, asked again
+        assert not again.reply_markup
+        # A follow-up leans on the last answered question (refusals are not remembered).
         follow = _ask(tg, "那党组民主生活会呢？")
         assert follow.text.startswith("（接上一问：") and "第二十七条" in follow.text
         assert "原则上每年召开一次" in follow.text
+
+        # /stats: the admin sees the question rated 没用 with its article and the uncovered one
+        # twice; a member is refused and sees none of it.
+        refused = _ask(tg, "/stats")
+        assert "管理员" in refused.text and UNCOVERED not in refused.text and "党组会议" not in refused.text
+        stats = _ask(tg, "/stats", chat=ADMIN, user=ADMIN).text
+        assert f"1. {UNCOVERED}（2 次）" in stats
+        assert re.search(r"· 党组会议一般多久召开一次？ → 《[^》]+》第十八条", stats), stats
+        assert str(USER) not in stats
 
         # In a group: silence on chatter, an answer when mentioned.
         mark = tg.mark()
