@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime, timedelta
 
-
-from tests.e2e import BotProcess, ReminderClock, wait_until
+from tests.e2e import TZ, BotProcess, ReminderClock, wait_until
 from tests.fakes.telegram_api import FakeTelegram
 
 USER = 42
@@ -56,6 +56,15 @@ def test_members_secretaries_and_restarts(tg, data_copy, tmp_path):
         assert dropped_id in cancelled.text
         listing = _ask(tg, "/meetings")
         assert f"#{kept_id}" in listing.text and f"#{dropped_id}" not in listing.text and day in listing.text
+
+        # A date as people type it: confirmed with tomorrow's date and weekday (either side of a
+        # midnight passing while the command travels).
+        tomorrow = {datetime.now(TZ).date() + timedelta(days=1)}
+        typed = _ask(tg, "/meeting add 支委会 明天 15:00 三楼会议室 研究工作")
+        tomorrow.add(datetime.now(TZ).date() + timedelta(days=1))
+        assert re.match(r"已登记会议 #\d+\n", typed.text), typed.text
+        shown = {f"时间：{d.isoformat()}（星期{'一二三四五六日'[d.weekday()]}）15:00" for d in tomorrow}
+        assert any(s in typed.text for s in shown), typed.text
 
         # A checklist: step 1 with buttons, 完成 shows step 2.
         step1 = _ask(tg, "/checklist 民主生活会")

@@ -275,6 +275,13 @@ async def test_bot_admin_and_private_chat_may_manage(h: Harness) -> None:
         "/meeting add 支委会 #12 15:00 三楼会议室 研究发展党员工作",
         "/meeting add 支委会 每月第5个周三 15:00 三楼会议室 研究发展党员工作",
         "/meeting add 支委会 每月31日 15:00 三楼会议室 研究发展党员工作",
+        "/meeting add 支委会 今天 09:00 三楼会议室 研究发展党员工作",  # today, time past
+        "/meeting add 支委会 3月1日 15:00 三楼会议室 研究发展党员工作",  # passed two days ago
+        "/meeting add 支委会 2月30日 15:00 三楼会议室 研究发展党员工作",
+        "/meeting add 支委会 13月1日 15:00 三楼会议室 研究发展党员工作",
+        "/meeting add 支委会 明天 3点 三楼会议室 研究发展党员工作",  # ambiguous
+        "/meeting add 支委会 明儿 15:00 三楼会议室 研究发展党员工作",
+        "/meeting add 支委会 明天 下午茶 三楼会议室 研究发展党员工作",
         "/meeting cancel",
         "/meeting cancel abc",
         "/meeting cancel 99",
@@ -293,6 +300,32 @@ async def test_errors_explain_show_an_example_and_store_nothing(h: Harness, comm
         # the example in the error is itself valid
         ok = await h.text(example.group(1), chat_id="-example")
         assert ok.startswith("已登记会议 #")
+    assert h.repo.upcoming("telegram", "-100", NOW) == []
+
+
+@pytest.mark.parametrize(
+    ("when", "shown", "stored"),
+    [
+        ("明天 15:00", "2025-03-04（星期二）15:00", local(2025, 3, 4, 15, 0)),
+        ("下周三 下午3点半", "2025-03-12（星期三）15:30", local(2025, 3, 12, 15, 30)),
+        ("周五 晚上7点", "2025-03-07（星期五）19:00", local(2025, 3, 7, 19, 0)),
+        ("12月8日 上午9点", "2025-12-08（星期一）09:00", local(2025, 12, 8, 9, 0)),
+    ],
+)
+async def test_add_as_people_type_it_confirms_the_absolute_date_and_weekday(
+    h: Harness, when: str, shown: str, stored: datetime
+) -> None:
+    text = await h.text(f"/meeting add 支委会 {when} 三楼会议室 研究工作")
+    number = meeting_number(text)
+    assert text.startswith(f"已登记会议 #{number}\n") and f"时间：{shown}\n" in text
+    assert "地点：三楼会议室" in text and "议题：研究工作" in text
+    assert h.repo.get(number).starts_at == stored
+
+
+async def test_date_refusal_says_why_and_lists_the_forms(h: Harness) -> None:
+    reply = await h.text("/meeting add 支委会 明天 3点 三楼会议室 研究工作")
+    assert "不明确" in reply and "下午3点" in reply
+    assert "日期可写：今天、明天" in reply and "时间可写：15:00" in reply
     assert h.repo.upcoming("telegram", "-100", NOW) == []
 
 
@@ -323,6 +356,10 @@ async def test_help(h: Harness) -> None:
         text = await h.text(command)
         assert "/meeting add" in text and "每月第2个周三" in text and "/meeting cancel" in text
         assert "/meeting ics" in text and "/meeting plan" in text and "1天、2小时" in text
+        assert "/meeting add 支委会 明天 15:00" in text and "下周三 下午3点半" in text
+        assert "日期可写：今天、明天、后天、大后天；周五、本周五、下周三、下下周一；" in text
+        for example in re.findall(r"例：(/meeting add .+)", text):  # every example works as typed
+            assert (await h.text(example, chat_id="-example")).startswith("已登记")
     assert "/meetings" in await h.text("/help")
 
 

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.meetings.dates import small_int
 from bot.meetings.parse import (
     ParseError,
     Recurrence,
@@ -130,10 +131,10 @@ ERRORS = [
     ("支委会 2025-02-30 15:00 三楼会议室 研究发展党员工作", "不存在"),
     ("支委会 2025-03-12 25:99 三楼会议室 研究发展党员工作", "无效"),
     ("支委会 2025-03-12 15:7 三楼会议室 研究发展党员工作", "无法识别时间"),
-    ("支委会 2025-03-12 下午三点 三楼会议室 研究发展党员工作", "无法识别时间"),
+    ("支委会 2025-03-12 下午茶 三楼会议室 研究发展党员工作", "无法识别时间"),
     ("支委会 2025-03-01 15:00 三楼会议室 研究发展党员工作", "已经过去"),
     ("支委会 2025-03-03 10:00 三楼会议室 研究发展党员工作", "已经过去"),
-    ("支委会 明天 15:00 三楼会议室 研究发展党员工作", "无法识别日期"),
+    ("支委会 明儿 15:00 三楼会议室 研究发展党员工作", "无法识别日期"),
     ("支委会 #12 15:00 三楼会议室 研究发展党员工作", "无法识别日期"),
     ("支委会 2025-03-12 15:00", "缺少地点"),
     ("支委会 2025-03-12 15:00 三楼会议室", "缺少议题"),
@@ -204,3 +205,218 @@ def test_last_weekday_covers_every_month_length() -> None:
     assert len({(d.year, d.month) for d in dates}) == 24
     for d in dates:
         assert d.weekday() == 6 and (d + timedelta(days=7)).month != d.month
+
+
+# ---------------------------------------------------------------------- dates as people type them
+MONDAY = NOW  # 2025-03-03 10:00, a Monday
+SUNDAY = at(2026, 12, 6, 10)  # a Sunday: weeks start on Monday, so 下周 begins tomorrow
+YEAR_END = at(2026, 12, 30, 16)  # a Wednesday afternoon, two days before New Year
+LEAP_AHEAD = at(2027, 12, 1, 10)  # 2月29日 exists next year only
+
+
+def starts(when: str, now: datetime = MONDAY) -> datetime:
+    return parse_add(f"支委会 {when} 三楼会议室 研究工作", now, TZ).starts_at
+
+
+DATE_FORMS = [
+    # relative days
+    (MONDAY, "今天 15:00", at(2025, 3, 3, 15)),
+    (MONDAY, "今日 11:00", at(2025, 3, 3, 11)),
+    (MONDAY, "明天 15:00", at(2025, 3, 4, 15)),
+    (MONDAY, "明日 15:00", at(2025, 3, 4, 15)),
+    (MONDAY, "后天 15:00", at(2025, 3, 5, 15)),
+    (MONDAY, "大后天 15:00", at(2025, 3, 6, 15)),
+    # a weekday: the next such day whose time is still ahead (today included)
+    (MONDAY, "周一 15:00", at(2025, 3, 3, 15)),
+    (MONDAY, "周一 09:00", at(2025, 3, 10, 9)),
+    (MONDAY, "周五 15:00", at(2025, 3, 7, 15)),
+    (MONDAY, "星期五 15:00", at(2025, 3, 7, 15)),
+    (MONDAY, "礼拜五 15:00", at(2025, 3, 7, 15)),
+    (MONDAY, "本周五 15:00", at(2025, 3, 7, 15)),
+    (MONDAY, "这周五 15:00", at(2025, 3, 7, 15)),
+    (MONDAY, "这个星期五 15:00", at(2025, 3, 7, 15)),
+    (MONDAY, "周日 15:00", at(2025, 3, 9, 15)),
+    (MONDAY, "星期天 15:00", at(2025, 3, 9, 15)),
+    (MONDAY, "礼拜天 15:00", at(2025, 3, 9, 15)),
+    # next week / the week after (weeks start on Monday)
+    (MONDAY, "下周一 15:00", at(2025, 3, 10, 15)),
+    (MONDAY, "下周三 15:00", at(2025, 3, 12, 15)),
+    (MONDAY, "下个星期三 15:00", at(2025, 3, 12, 15)),
+    (MONDAY, "下礼拜三 15:00", at(2025, 3, 12, 15)),
+    (MONDAY, "下周日 15:00", at(2025, 3, 16, 15)),
+    (MONDAY, "下下周一 15:00", at(2025, 3, 17, 15)),
+    (MONDAY, "下下周三 15:00", at(2025, 3, 19, 15)),
+    # on a Sunday
+    (SUNDAY, "今天 15:00", at(2026, 12, 6, 15)),
+    (SUNDAY, "周日 15:00", at(2026, 12, 6, 15)),
+    (SUNDAY, "周日 09:00", at(2026, 12, 13, 9)),
+    (SUNDAY, "本周日 09:00", at(2026, 12, 13, 9)),
+    (SUNDAY, "周一 15:00", at(2026, 12, 7, 15)),
+    (SUNDAY, "本周五 15:00", at(2026, 12, 11, 15)),
+    (SUNDAY, "下周一 15:00", at(2026, 12, 7, 15)),
+    (SUNDAY, "下周三 15:00", at(2026, 12, 9, 15)),
+    (SUNDAY, "下周日 15:00", at(2026, 12, 13, 15)),
+    (SUNDAY, "下下周一 15:00", at(2026, 12, 14, 15)),
+    (SUNDAY, "下下周日 15:00", at(2026, 12, 20, 15)),
+    # month and day: this year's while ahead
+    (MONDAY, "12月8日 15:00", at(2025, 12, 8, 15)),
+    (MONDAY, "12月8号 15:00", at(2025, 12, 8, 15)),
+    (MONDAY, "12.8 15:00", at(2025, 12, 8, 15)),
+    (MONDAY, "12-08 15:00", at(2025, 12, 8, 15)),
+    (MONDAY, "12/8 15:00", at(2025, 12, 8, 15)),
+    (MONDAY, "12月8 15:00", at(2025, 12, 8, 15)),
+    (MONDAY, "3月3日 15:00", at(2025, 3, 3, 15)),
+    (MONDAY, "十二月八日 下午三点", at(2025, 12, 8, 15)),
+    # full dates
+    (MONDAY, "2026年12月8日 15:00", at(2026, 12, 8, 15)),
+    (MONDAY, "2026-12-08 15:00", at(2026, 12, 8, 15)),
+    (MONDAY, "2026/12/8 15:00", at(2026, 12, 8, 15)),
+    (MONDAY, "2026.12.8 15:00", at(2026, 12, 8, 15)),
+    (MONDAY, "二〇二六年十二月八日 15:00", at(2026, 12, 8, 15)),
+    # the year rolls over
+    (YEAR_END, "明天 15:00", at(2026, 12, 31, 15)),
+    (YEAR_END, "后天 15:00", at(2027, 1, 1, 15)),
+    (YEAR_END, "大后天 15:00", at(2027, 1, 2, 15)),
+    (YEAR_END, "周三 17:00", at(2026, 12, 30, 17)),
+    (YEAR_END, "周三 15:00", at(2027, 1, 6, 15)),
+    (YEAR_END, "周五 15:00", at(2027, 1, 1, 15)),
+    (YEAR_END, "下周一 15:00", at(2027, 1, 4, 15)),
+    (YEAR_END, "下下周一 15:00", at(2027, 1, 11, 15)),
+    (YEAR_END, "12月31日 15:00", at(2026, 12, 31, 15)),
+    (YEAR_END, "1月5日 15:00", at(2027, 1, 5, 15)),
+    (YEAR_END, "1.5 15:00", at(2027, 1, 5, 15)),
+    (YEAR_END, "01-05 15:00", at(2027, 1, 5, 15)),
+    (YEAR_END, "1/5 15:00", at(2027, 1, 5, 15)),
+    (YEAR_END, "6月1日 15:00", at(2027, 6, 1, 15)),
+    (YEAR_END, "2027年1月5日 15:00", at(2027, 1, 5, 15)),
+    (LEAP_AHEAD, "2月29日 15:00", at(2028, 2, 29, 15)),
+]
+
+
+@pytest.mark.parametrize(("now", "when", "expected"), DATE_FORMS, ids=[f"{n:%a}-{w}" for n, w, _ in DATE_FORMS])
+def test_dates_as_people_type_them(now: datetime, when: str, expected: datetime) -> None:
+    assert starts(when, now) == expected
+
+
+TIME_FORMS = [
+    ("15:00", 15, 0), ("15：00", 15, 0), ("１５:３０", 15, 30), ("15:30", 15, 30), ("23:59", 23, 59),
+    ("15点", 15, 0), ("15点半", 15, 30), ("15点30分", 15, 30), ("15点30", 15, 30), ("15点05分", 15, 5),
+    ("15点5分", 15, 5), ("15点整", 15, 0), ("15时", 15, 0), ("15时30分", 15, 30),
+    ("下午3点", 15, 0), ("下午3点半", 15, 30), ("下午3:30", 15, 30), ("下午 3点", 15, 0), ("下午15点", 15, 0),
+    ("下午12点", 12, 0), ("上午9点", 9, 0), ("上午9点半", 9, 30), ("上午09:30", 9, 30), ("早上8点", 8, 0),
+    ("中午12点", 12, 0), ("中午12点半", 12, 30), ("中午1点", 13, 0), ("晚上7点", 19, 0), ("晚上7点半", 19, 30),
+    ("晚上19:00", 19, 0), ("下午三点", 15, 0), ("十五点", 15, 0), ("十五点三十分", 15, 30), ("下午两点", 14, 0),
+    # without 上午/下午: 7–12 as written, 13–23 a 24-hour clock, a zero-padded hour as written
+    ("7点", 7, 0), ("9点", 9, 0), ("9:00", 9, 0), ("12点", 12, 0), ("0点", 0, 0), ("03:00", 3, 0), ("06:30", 6, 30),
+]
+
+
+@pytest.mark.parametrize(("typed", "hour", "minute"), TIME_FORMS)
+def test_times_as_people_type_them(typed: str, hour: int, minute: int) -> None:
+    assert starts(f"明天 {typed}") == at(2025, 3, 4, hour, minute)
+
+
+@pytest.mark.parametrize(
+    ("glued", "expected"),
+    [
+        ("明天下午3点", at(2025, 3, 4, 15)),
+        ("明天15:00", at(2025, 3, 4, 15)),
+        ("周五下午3点半", at(2025, 3, 7, 15, 30)),
+        ("12月8日15:00", at(2025, 12, 8, 15)),
+        ("下周三上午9点", at(2025, 3, 12, 9)),
+        ("2026年12月8日下午3点", at(2026, 12, 8, 15)),
+    ],
+)
+def test_time_may_follow_the_date_without_a_space(glued: str, expected: datetime) -> None:
+    d = parse_add(f"支委会 {glued} 三楼会议室 研究 工作", MONDAY, TZ)
+    assert (d.starts_at, d.place, d.topic) == (expected, "三楼会议室", "研究 工作")
+
+
+def test_recurring_rules_take_the_new_time_forms() -> None:
+    assert parse_add("主题党日 每周五 下午3点 活动室 学习", MONDAY, TZ).recurrence == Recurrence(
+        freq="week", hour=15, minute=0, weekday=4
+    )
+    glued = parse_add("支委会 每月第2个周三下午3点半 三楼 议题", MONDAY, TZ)
+    assert glued.recurrence == Recurrence(freq="month", hour=15, minute=30, weekday=2, nth=2)
+    assert glued.starts_at == at(2025, 3, 12, 15, 30) and glued.place == "三楼"
+    with pytest.raises(ParseError, match="不明确") as info:
+        parse_add("主题党日 每周五 3点 活动室 学习", MONDAY, TZ)
+    assert "时间可写：" in str(info.value) and "日期可写：" not in str(info.value)  # no dates in a rule
+
+
+def test_a_type_that_starts_like_a_weekday_is_still_a_type() -> None:
+    d = parse_add("周五学习会 明天 15:00 三楼 议题", MONDAY, TZ)
+    assert d.meeting_type == "周五学习会" and d.starts_at == at(2025, 3, 4, 15)
+
+
+DATE_REFUSALS = [
+    # in the past
+    (MONDAY, "今天 09:00", ["已经过去", "2025-03-03（星期一）09:00"]),
+    (MONDAY, "今天 10:00", ["已经过去"]),
+    (MONDAY, "今天 上午9点", ["已经过去"]),
+    (MONDAY, "3月3日 09:30", ["已经过去"]),
+    (MONDAY, "3月1日 15:00", ["已经过去", "2025-03-01", "如指2026年，请写 2026年3月1日"]),
+    (MONDAY, "2025-03-01 15:00", ["已经过去"]),
+    (YEAR_END, "12月1日 15:00", ["已经过去", "2026-12-01", "2027年12月1日"]),
+    (YEAR_END, "12.30 15:00", ["已经过去"]),
+    # impossible
+    (MONDAY, "2月30日 15:00", ["不存在", "2月没有30日"]),
+    (MONDAY, "13月1日 15:00", ["不存在", "1至12"]),
+    (MONDAY, "十三月一日 15:00", ["不存在", "1至12"]),
+    (MONDAY, "4月31日 15:00", ["不存在", "4月没有31日"]),
+    (MONDAY, "2025-02-29 15:00", ["不存在", "2025年2月没有29日"]),
+    (MONDAY, "2月29日 15:00", ["不存在", "2025年和2026年的2月都没有29日"]),
+    (MONDAY, "2.30 15:00", ["不存在"]),
+    # ambiguous: 1 to 6 without 上午/下午
+    (MONDAY, "明天 3点", ["不明确", "下午3点（即 15:00）", "上午3点（即 03:00）"]),
+    (MONDAY, "明天 3点半", ["不明确", "15:30"]),
+    (MONDAY, "明天 3:30", ["不明确", "15:30"]),
+    (MONDAY, "明天 1点", ["不明确"]),
+    (MONDAY, "明天 6点", ["不明确"]),
+    (MONDAY, "明天 三点", ["不明确"]),
+    (MONDAY, "下周三 3点", ["不明确"]),
+    # contradictory or out of range
+    (MONDAY, "明天 上午15点", ["前后矛盾"]),
+    (MONDAY, "明天 晚上2点", ["前后矛盾"]),
+    (MONDAY, "明天 24:00", ["无效"]),
+    (MONDAY, "明天 15:60", ["无效"]),
+    (MONDAY, "明天 25点", ["无效"]),
+    # garbage
+    (MONDAY, "明儿 15:00", ["无法识别日期“明儿”"]),
+    (MONDAY, "某天 15:00", ["无法识别日期"]),
+    (MONDAY, "周八 15:00", ["无法识别日期"]),
+    (MONDAY, "12月一一日 15:00", ["无法识别日期"]),
+    (MONDAY, "12..8 15:00", ["无法识别日期"]),
+    (MONDAY, "12.815:00", ["无法识别日期"]),  # a date ending in a digit needs a space before the time
+    (MONDAY, "明天 下午茶", ["无法识别时间“下午茶”"]),
+    (MONDAY, "明天下班后", ["无法识别时间“下班后”"]),
+    (MONDAY, "明天 15点5", ["无法识别时间"]),
+    (MONDAY, "明天 一一点", ["无法识别时间"]),
+    (MONDAY, "15:00", ["缺少日期"]),
+    (MONDAY, "下午3点", ["缺少日期"]),
+]
+
+
+@pytest.mark.parametrize(("now", "when", "expected"), DATE_REFUSALS, ids=[w for _, w, _ in DATE_REFUSALS])
+def test_date_refusals_give_the_reason_and_the_accepted_forms(now: datetime, when: str, expected: list[str]) -> None:
+    with pytest.raises(ParseError) as info:
+        starts(when, now)
+    message = str(info.value)
+    for part in expected:
+        assert part in message, message
+    assert "日期可写：今天、明天、后天、大后天；周五、本周五、下周三、下下周一；" in message
+    assert "时间可写：15:00、15点、15点半、下午3点" in message and "1至6点请写明上午或下午" in message
+    assert not HASH_NUMBER.search(message), message
+    # every date form listed is itself accepted, and so is the example
+    listed = re.search(r"日期可写：(.+)。", message).group(1)
+    for form in re.split(r"[、；]", listed):
+        assert starts(f"{form} 23:59", now) > now, form
+    for example in re.findall(r"例如：/meeting add (.+)", message):
+        parse_add(example, now, TZ)
+
+
+def test_strict_small_numbers() -> None:
+    assert [small_int(t) for t in ("8", "08", "八", "十", "十二", "二十三", "三十一", "零五", "两")] == [
+        8, 8, 8, 10, 12, 23, 31, 5, 2
+    ]
+    assert [small_int(t) for t in ("一一", "十十", "123", "", "廿")] == [None] * 5

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from bot.core.feature import Context
 from bot.core.models import OutgoingFile, OutgoingMessage
+from bot.meetings.dates import forms_lines
 from bot.meetings.ics import build_ics, ics_filename
 from bot.meetings.parse import (
     EXAMPLE_RECURRING,
@@ -144,7 +145,10 @@ class MeetingsFeature:
                 "",
                 "/meeting add 类型 日期 时间 地点 议题",
                 f"  例：{example_add(now, self.tz)}",
-                "  日期写作 年-月-日，时间为 24 小时制 时:分；地点中不要有空格，议题可以有空格。",
+                "  例：/meeting add 支委会 明天 15:00 三楼会议室 研究发展党员工作",
+                "  例：/meeting add 党小组会 下周三 下午3点半 二楼会议室 集中学习",
+                *(f"  {line}" for line in forms_lines(now, self.tz)),
+                "  地点中不要有空格，议题可以有空格。登记后的回复会写明具体日期和星期，请核对。",
                 "",
                 "/meeting add 类型 重复规则 时间 地点 议题  —— 定期会议，每次会前都提醒",
                 f"  例：{EXAMPLE_RECURRING}",

@@ -5,8 +5,10 @@ Syntax (tokens separated by spaces; the topic may contain spaces)::
     <类型> <日期> <时间> <地点> <议题>            one meeting
     <类型> <重复规则> <时间> <地点> <议题>        a recurring meeting
 
-``<日期>`` is ``YYYY-MM-DD`` (``YYYY/MM/DD`` and ``YYYY年M月D日`` are accepted too), ``<时间>`` is
-``HH:MM`` (24-hour; a full-width colon is fine). ``<重复规则>`` is one of::
+``<日期>`` and ``<时间>`` are written as people type them (明天, 下周三, 12月8日, 2026-12-08;
+15:00, 15点半, 下午3点; see :mod:`bot.meetings.dates` for every form and the rules for ambiguous
+ones). The time may follow the date without a space (``明天下午3点``) and ``下午 3点`` may be two
+tokens. ``<重复规则>`` is one of::
 
     每周五                      every week on that weekday (周一…周日, 星期一…星期日)
     每月第2个周三               the n-th weekday of every month (n = 1..4)
@@ -24,7 +26,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -32,6 +34,20 @@ from dateutil.rrule import rrulestr
 from icalendar import vRecur
 from pydantic import BaseModel, Field
 
+from bot.meetings.dates import (
+    WEEKDAY_BY_CHAR,
+    WEEKDAY_NAMES,
+    WhenError,
+    forms_lines,
+    format_local,  # re-exported: the one formatter of meeting times (scheduler, feature)
+    is_date,
+    is_time,
+    match_date,
+    normalize,
+    parse_clock,
+    resolve,
+    split_when,
+)
 from retrieval.numerals import parse_int
 
 #: Canonical meeting types; a type not listed (and not an alias) is accepted as written.
@@ -85,12 +101,8 @@ MAX_TYPE_CHARS = 20
 MAX_PLACE_CHARS = 100
 MAX_TOPIC_CHARS = 300
 
-WEEKDAY_NAMES = ("一", "二", "三", "四", "五", "六", "日")
-_WEEKDAY_BY_CHAR = {c: i for i, c in enumerate(WEEKDAY_NAMES)} | {"天": 6, "七": 6}
 _WEEKDAY_CODES = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 
-_DATE_RE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})$|^(\d{4})年(\d{1,2})月(\d{1,2})[日号]$")
-_TIME_RE = re.compile(r"^(\d{1,2}):(\d{1,2})$")
 _LOOKS_LIKE_TIME_RE = re.compile(r"^\d{1,2}[:点时]")
 _WD = r"(?:周|星期|礼拜)(?P<wd>[一二三四五六日天七])"
 _DAY_RULE = (
@@ -104,6 +116,8 @@ _RECUR_RE = re.compile(
     rf"|(?P<quarter>季度?)(?P<qm>首月|第[1-3一二三]个月|末月|最后一个月)?{_DAY_RULE.replace('?P<', '?P<q')}"
     rf"|年(?P<ym>\d{{1,2}}|[一二三四五六七八九十]{{1,3}})月{_DAY_RULE.replace('?P<', '?P<y')})$"
 )
+#: The same rule at the start of a text (the time may follow without a space).
+_RECUR_PREFIX_RE = re.compile(_RECUR_RE.pattern.removeprefix("^").removesuffix("$"))
 
 Frequency = Literal["week", "month", "quarter", "year"]
 
@@ -221,8 +235,14 @@ def example_add(now: datetime, tz: ZoneInfo) -> str:
 EXAMPLE_RECURRING = "/meeting add 支委会 每月第2个周三 15:00 三楼会议室 研究发展党员工作"
 
 
-def _fail(problem: str, now: datetime, tz: ZoneInfo, recurring: bool = False) -> ParseError:
-    lines = [problem, "正确格式：/meeting add 类型 日期 时间 地点 议题", f"例如：{example_add(now, tz)}"]
+def _fail(problem: str, now: datetime, tz: ZoneInfo, recurring: bool = False, forms: bool = False) -> ParseError:
+    """The error for the user: the problem, for date and time problems the accepted forms (only
+    the times for a recurring meeting), the syntax and an example that is valid as typed."""
+    lines = [problem]
+    if forms:
+        date_forms, time_forms = forms_lines(now, tz)
+        lines += [time_forms] if recurring else [date_forms, time_forms]
+    lines += ["正确格式：/meeting add 类型 日期 时间 地点 议题", f"例如：{example_add(now, tz)}"]
     if recurring:
         lines.append(f"定期会议例如：{EXAMPLE_RECURRING}")
     lines.append("发送 /meeting help 查看全部写法。")
@@ -245,31 +265,55 @@ def looks_like_date(token: str) -> bool:
 def looks_like_when(token: str) -> bool:
     """True for something that is a date, a time or a recurrence rather than a meeting type."""
     t = _norm_token(token)
-    return looks_like_date(t) or bool(_LOOKS_LIKE_TIME_RE.match(t)) or (t.startswith("每") and len(t) > 1)
+    return (
+        looks_like_date(t) or bool(_LOOKS_LIKE_TIME_RE.match(t)) or (t.startswith("每") and len(t) > 1)
+        or is_date(t) or is_time(t) or split_when(t) is not None
+    )
 
 
 # ---------------------------------------------------------------------- parsing
-def parse_date(token: str, now: datetime, tz: ZoneInfo) -> date:
-    t = _norm_token(token)
-    m = _DATE_RE.match(t)
-    if not m:
-        raise _fail(f"无法识别日期“{token}”，请按 年-月-日 书写（如 {example_date(now, tz)}）。", now, tz)
-    y, mo, d = (int(g) for g in (m.groups()[:3] if m.group(1) else m.groups()[3:]))
+def _split_recurring(text: str) -> tuple[str, str] | None:
+    """``每月第2个周三 15:00`` or ``每月第2个周三下午3点`` → (rule, time); None otherwise."""
+    m = _RECUR_PREFIX_RE.match(text)
+    rest = text[m.end():].strip() if m else ""
+    return (m.group(0), rest) if m and rest and is_time(rest) else None
+
+
+def _split_when(tokens: list[str], recurring: bool) -> tuple[int, str, str] | None:
+    """The date (or rule) and the time after the type: (tokens they take, date, time).
+
+    Up to three tokens (``明天 下午 3点``), the most that read as a date and a time."""
+    for k in (3, 2, 1):
+        if len(tokens) > k:
+            text = normalize(" ".join(tokens[1:1 + k]))
+            found = _split_recurring(text) if recurring else split_when(text)
+            if found is not None:
+                return k, found[0], found[1]
+    return None
+
+
+def _when_error(tokens: list[str], recurring: bool, now: datetime, tz: ZoneInfo) -> ParseError:
+    """Why the tokens after the type are not a date (or rule) followed by a time."""
+    first = normalize(tokens[1])
+    if recurring:
+        m = _RECUR_PREFIX_RE.match(first)
+        if m is None:
+            parse_recurrence(first, 0, 0, now, tz)  # raises: not a rule
+        rest = first[m.end():].strip() if m else ""
+    else:
+        found = match_date(first)
+        if found is None:
+            if is_time(first) or _LOOKS_LIKE_TIME_RE.match(first):
+                return _fail("缺少日期：请在时间前写明日期。", now, tz, forms=True)
+            return _fail(f"无法识别日期“{tokens[1]}”。", now, tz, forms=True)
+        rest = found[1]
+    if not rest and len(tokens) < 3:
+        return _fail("缺少时间（时:分，如 15:00）。", now, tz, recurring, forms=True)
     try:
-        return date(y, mo, d)
-    except ValueError:
-        raise _fail(f"日期“{token}”不存在，请检查月份（1至12）和日期。", now, tz) from None
-
-
-def parse_time(token: str, now: datetime, tz: ZoneInfo, recurring: bool = False) -> tuple[int, int]:
-    t = _norm_token(token)
-    m = _TIME_RE.match(t)
-    if not m or len(m.group(2)) != 2:
-        raise _fail(f"无法识别时间“{token}”，请按 24 小时制 时:分 书写（如 15:00）。", now, tz, recurring)
-    hour, minute = int(m.group(1)), int(m.group(2))
-    if hour > 23 or minute > 59:
-        raise _fail(f"时间“{token}”无效：小时应为 0至23，分钟应为 00至59。", now, tz, recurring)
-    return hour, minute
+        parse_clock(rest or tokens[2])
+    except WhenError as exc:
+        return _fail(str(exc), now, tz, recurring, forms=True)
+    return _fail(f"无法识别时间“{rest or tokens[2]}”。", now, tz, recurring, forms=True)
 
 
 def _day_rule(groups: dict[str, str | None], prefix: str, token: str, now: datetime, tz: ZoneInfo) -> dict:
@@ -278,9 +322,9 @@ def _day_rule(groups: dict[str, str | None], prefix: str, token: str, now: datet
         nth = parse_int(g["nth"])
         if nth is None or not 1 <= nth <= 4:
             raise _fail(f"重复规则“{token}”无效：只能写第1至第4个星期几，或“最后一个周X”。", now, tz, True)
-        return {"nth": nth, "weekday": _WEEKDAY_BY_CHAR[g["wd"]]}
+        return {"nth": nth, "weekday": WEEKDAY_BY_CHAR[g["wd"]]}
     if g.get("last") is not None:
-        return {"nth": -1, "weekday": _WEEKDAY_BY_CHAR[g["wd2"]]}
+        return {"nth": -1, "weekday": WEEKDAY_BY_CHAR[g["wd2"]]}
     day = parse_int(g.get("day") or "")
     if day is None or not 1 <= day <= 28:
         raise _fail(
@@ -303,7 +347,7 @@ def parse_recurrence(token: str, hour: int, minute: int, now: datetime, tz: Zone
         )
     g = m.groupdict()
     if g["wwd"] is not None:
-        return Recurrence(freq="week", hour=hour, minute=minute, weekday=_WEEKDAY_BY_CHAR[g["wwd"]])
+        return Recurrence(freq="week", hour=hour, minute=minute, weekday=WEEKDAY_BY_CHAR[g["wwd"]])
     if g["month"] is not None:
         return Recurrence(freq="month", hour=hour, minute=minute, **_day_rule(g, "", t, now, tz))
     if g["quarter"] is not None:
@@ -328,33 +372,31 @@ def parse_add(args: str, now: datetime, tz: ZoneInfo) -> MeetingDraft:
         raise _fail(f"会议类型太长（最多 {MAX_TYPE_CHARS} 个字）。", now, tz)
     if len(tokens) < 2:
         raise _fail("缺少日期和时间。", now, tz, True)
-    when = _norm_token(tokens[1])
-    recurring = when.startswith("每")
-    if len(tokens) < 3:
-        raise _fail("缺少时间（时:分，如 15:00）。", now, tz, recurring)
-    if recurring:
-        hour, minute = parse_time(tokens[2], now, tz, recurring=True)
-        recurrence: Recurrence | None = parse_recurrence(tokens[1], hour, minute, now, tz)
-        assert recurrence is not None
-        starts_at = recurrence.next_after(tz, now)
-    else:
-        recurrence = None
-        day = parse_date(tokens[1], now, tz)
-        hour, minute = parse_time(tokens[2], now, tz)
-        starts_at = datetime.combine(day, time(hour, minute), tzinfo=tz).astimezone(timezone.utc)
-        if starts_at <= now:
-            raise _fail(
-                f"会议时间 {tokens[1]} {hour:02d}:{minute:02d} 已经过去，请填写将来的时间。", now, tz
-            )
-    if len(tokens) < 4:
+    recurring = _norm_token(tokens[1]).startswith("每")
+    when = _split_when(tokens, recurring)
+    if when is None:
+        raise _when_error(tokens, recurring, now, tz)
+    used, date_text, time_text = when
+    recurrence: Recurrence | None = None
+    try:
+        if recurring:
+            hour, minute = parse_clock(time_text)
+            recurrence = parse_recurrence(date_text, hour, minute, now, tz)
+            starts_at = recurrence.next_after(tz, now)
+        else:
+            starts_at = resolve(date_text, time_text, now, tz)
+    except WhenError as exc:
+        raise _fail(str(exc), now, tz, recurring, forms=True) from None
+    rest = tokens[1 + used:]  # place, topic…
+    if not rest:
         raise _fail("缺少地点和议题：请在时间后依次写明地点和议题（地点中不要有空格）。", now, tz, recurring)
-    if len(tokens) < 5:
+    if len(rest) < 2:
         raise _fail(
-            f"缺少议题或地点：“{tokens[3]}”之后还需要写议题；请在时间后依次写明地点和议题（地点中不要有空格）。",
+            f"缺少议题或地点：“{rest[0]}”之后还需要写议题；请在时间后依次写明地点和议题（地点中不要有空格）。",
             now, tz, recurring,
         )
-    place = tokens[3].strip()
-    topic = " ".join(tokens[4:]).strip()
+    place = rest[0].strip()
+    topic = " ".join(rest[1:]).strip()
     if len(place) > MAX_PLACE_CHARS:
         raise _fail(f"地点太长（最多 {MAX_PLACE_CHARS} 个字）。", now, tz, recurring)
     if len(topic) > MAX_TOPIC_CHARS:
@@ -374,12 +416,6 @@ def parse_meeting_number(text: str) -> int | None:
 
 
 # ---------------------------------------------------------------------- display
-def format_local(at: datetime, tz: ZoneInfo) -> str:
-    """``2025-03-12（星期三）15:00`` in ``tz``."""
-    local = at.astimezone(tz)
-    return f"{local.date().isoformat()}（星期{WEEKDAY_NAMES[local.weekday()]}）{local:%H:%M}"
-
-
 def format_offset(offset: timedelta) -> str:
     """``1天``, ``2小时``, ``1小时30分钟``, ``60秒``."""
     seconds = int(offset.total_seconds())
