@@ -129,7 +129,7 @@ def build_core(settings: Settings, db: Database, retrieval: RetrievalService):
 
     admin = AdminFeature(retrieval, db, settings.corpus_dir, outbound, after_switch)
     memory = ConversationMemory(db, settings.context_window, retrieval.subjects,
-                                retrieval.rewrite_follow_up if settings.llm_enabled else None)
+                                retrieval.rewrite_follow_up if settings.llm_enabled else None, retrieval.known_share)
     feedback = FeedbackFeature(QuestionStore(db, settings.question_log_days), timezone=settings.timezone)
     core = Core(
         retrieval, admins=settings.admins, max_question_chars=settings.max_question_chars,

@@ -189,6 +189,11 @@ class LoadedIndex:
             rows.append((key, features(analysis, article, first, ev, prepared), ev))
         return analysis, rows, info
 
+    def known_share(self, text: str) -> float:
+        """The idf-weighted share of the text's terms that occur in this index."""
+        q = QueryTerms.build(analyze(text, self.doc_names), self._idf)
+        return sum(w for t, w in q.terms.items() if t in self.bm25.df) / q.total if q.terms else 0.0
+
     def _idf(self, term: str) -> float:
         return self.bm25.idf(term) if term in self.bm25.df else self._max_idf
 

@@ -121,6 +121,11 @@ class RetrievalService:
         """The subjects (meetings, bodies, roles, procedures) a message names."""
         return find_subjects(text)
 
+    def known_share(self, text: str) -> float:
+        """The idf-weighted share of a message's search terms that occur in the documents (0..1);
+        chatter about other things ("帮我写一首诗") scores near 0."""
+        return self.index.known_share(text)
+
     def rewrite_follow_up(self, previous: str, label: str, follow_up: str) -> str | None:
         """With an LLM: the follow-up rewritten as a standalone question; else None."""
         return self._llm.rewrite(previous, label, follow_up) if self._llm is not None else None

@@ -40,6 +40,16 @@ def test_a_question_with_its_own_subject_starts_fresh(text):
     assert resolved.understood is None and "党组会议" not in resolved.question
 
 
+def test_chatter_without_a_subject_is_not_dragged_back_to_the_previous_topic():
+    known = {"帮我写一首关于春天的诗": 0.0, "要提前几天通知？": 1.0}.__getitem__
+    assert resolve_follow_up("帮我写一首关于春天的诗", PREVIOUS, find_subjects, known=known) == Resolved("帮我写一首关于春天的诗")
+    assert resolve_follow_up("要提前几天通知？", PREVIOUS, find_subjects, known=known).understood == "党组会议"
+
+
+def test_the_share_of_known_words_comes_from_the_index(service):
+    assert service.known_share("帮我写一首关于春天的诗") < 0.2 <= service.known_share("要提前几天通知？")
+
+
 def test_without_a_previous_question_a_follow_up_is_answered_on_its_own():
     assert resolve_follow_up("那表决呢？", None, find_subjects) == Resolved("那表决呢？")
 

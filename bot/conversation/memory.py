@@ -23,11 +23,13 @@ class ConversationMemory:
 
     def __init__(self, db: Database, ttl: timedelta, subjects: Callable[[str], list[str]],
                  rewrite: Callable[[str, str, str], str | None] | None = None,
+                 known: Callable[[str], float] | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.ttl = ttl
         self.subjects = subjects
         self.rewrite = rewrite  # (previous question, cited label, follow-up) → standalone question
+        self.known = known  # share of a message's words the documents know
         self.clock = clock
 
     def last(self, ref: ChatRef) -> Turn | None:
@@ -42,7 +44,7 @@ class ConversationMemory:
         rewrite = None
         if self.rewrite is not None:
             rewrite = lambda turn, follow_up: self.rewrite(turn.question, turn.citation, follow_up)  # noqa: E731
-        return resolve_follow_up(text, self.last(ref), self.subjects, rewrite)
+        return resolve_follow_up(text, self.last(ref), self.subjects, rewrite, self.known)
 
     def remember(self, ref: ChatRef, resolved: Resolved, answer: Answer) -> None:
         """Keep an answered question (refusals are not remembered)."""

@@ -51,15 +51,25 @@ _POINTER = re.compile(r"它们?|这个会|这个|这种会|这种|这些|这项|
 _FILLER = re.compile(r"[的吗呢啊吧呀么？?。！!，,、\s]|怎么样|如何|怎样|怎么办|又|也|那")
 
 
+#: A message without a subject or a follow-up marker leans on the previous question only when
+#: at least this (idf-weighted) share of its words occurs in the documents: "要提前几天通知？" does,
+#: "帮我写一首关于春天的诗" does not and is answered on its own.
+MIN_KNOWN_SHARE = 0.2
+
+
 def resolve_follow_up(text: str, previous: Turn | None, subjects: Callable[[str], list[str]],
-                      rewrite: Callable[[Turn, str], str | None] | None = None) -> Resolved:
+                      rewrite: Callable[[Turn, str], str | None] | None = None,
+                      known: Callable[[str], float] | None = None) -> Resolved:
     """How to search ``text`` given the previous turn (see the module docstring)."""
     if previous is None:
         return Resolved(text)
     own = subjects(text)
     lead, tail, pointer = bool(_LEAD.search(text)), bool(_TAIL.search(text)), bool(_POINTER.search(text))
-    if own and not (lead or tail or pointer):
+    explicit = lead or tail or pointer
+    if own and not explicit:
         return Resolved(text)  # names its own subject: a new question
+    if not explicit and known is not None and known(text) < MIN_KNOWN_SHARE:
+        return Resolved(text)  # about something else altogether
     core = _TAIL.sub("", _LEAD.sub("", text.strip())).strip()
     if own:
         rest = core
