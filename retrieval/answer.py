@@ -3,6 +3,7 @@ cited from metadata; or a refusal when the evidence is weak, the named document 
 or the named article does not exist."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from retrieval.evidence import QueryTerms, blank_fit, body_of, split_sentences, terms_of
@@ -35,6 +36,8 @@ class RefusalThresholds:
     min_coverage: float = 0.45  # …at least this much (idf-weighted share of question terms)
     known_dense: float = 0.88  # below this, the corpus must know…
     min_known_terms: float = 0.4  # …this share of the question's terms
+    all_known: float = 0.9  # a question whose words the corpus (nearly) all knows…
+    all_known_coverage: float = 0.35  # …and whose best article covers this much is answered
 
 
 def should_refuse(info: SearchInfo, t: RefusalThresholds) -> bool:
@@ -50,6 +53,8 @@ def should_refuse(info: SearchInfo, t: RefusalThresholds) -> bool:
         return False  # a long stretch of the question is in the documents
     if info.dense < t.min_dense:
         return True
+    if info.known_terms >= t.all_known and ev.article_cover >= t.all_known_coverage:
+        return False  # short or abbreviated, but every word is the documents' own
     if info.dense < t.weak_dense and ev.article_cover < t.min_coverage:
         return True
     return info.known_terms < t.min_known_terms and info.dense < t.known_dense
@@ -113,11 +118,14 @@ def best_sentences_of(question: Question, text: str, limit: int = 2) -> list[str
 
 
 def quote_for(question: Question, article: Article) -> str:
-    """What is quoted from an article: all of a short one, else its answering sentences."""
+    """What is quoted from an article: all of a short one, else its answering sentences (one
+    more for each further part of a question asked in several parts)."""
     body = body_of(article)
     if len(body) <= WHOLE_ARTICLE_CHARS:
         return body.replace("\n", "")
-    return "".join(best_sentences(question, article))
+    text = question_terms(question).analysis.text
+    parts = max(1, len(re.findall(r"[？?]+(?=.)", text)) + 1)
+    return "".join(best_sentences(question, article, limit=min(2 + parts - 1, 4)))
 
 
 def cite(question: Question, hit: Hit) -> Citation:

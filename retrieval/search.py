@@ -30,6 +30,7 @@ BM25_B = 0.4
 DENSE_CANDIDATES = 40
 CANDIDATES = 40  # first-stage articles looked at closely
 NAMED_CANDIDATES = 15  # and the best BM25 articles of a document the question names
+NAMED_FIRST_RATIO = 0.6  # a named document's articles scoring at least this share of the best come first
 
 
 @dataclass
@@ -152,6 +153,10 @@ class LoadedIndex:
             return [], info
         scored = [(self.reranker.score(feats), key, ev) for key, feats, ev in rows]
         scored.sort(key=lambda row: (-row[0], self.articles[row[1]].status != "current", row[1]))
+        if analysis.named_docs:  # the named document first, unless its best is far weaker
+            floor = NAMED_FIRST_RATIO * scored[0][0]
+            first = [row for row in scored if self.articles[row[1]].doc_id in analysis.named_docs and row[0] >= floor]
+            scored = first + [row for row in scored if row not in first]
         hits = [Hit(article=self.articles[key], score=score) for score, key, _ in scored[:k]]
         info.evidence = scored[0][2]
         return hits, info
