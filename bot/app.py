@@ -1,7 +1,9 @@
 """Composition root: opens the database, builds the retrieval service, the features and the core,
 then runs one adapter beside the background jobs.
 
-`dangjian run --adapter X` ends up in :func:`run_bot`; the CLI's other commands use
+`dangjian run --adapter X` ends up in :func:`run_bot`: the adapter module's optional
+``preflight(settings)`` first (a platform refusing the credentials fails before the index loads),
+then the services, then the module's ``run``. The CLI's other commands use
 :func:`make_retrieval`. Everything is created here and passed down explicitly; nothing is global.
 This is the only place that knows every feature (their tables are registered by importing them).
 """
@@ -185,8 +187,11 @@ async def housekeeping(jobs: list[tuple[str, Callable[[], int]]], interval: floa
 
 
 async def _run(settings: Settings, adapter_name: str) -> None:
-    services = await asyncio.to_thread(build_services, settings)
     module = importlib.import_module(ADAPTERS[adapter_name])
+    preflight = getattr(module, "preflight", None)
+    if preflight is not None:  # settings the platform refuses fail in seconds, before the index loads
+        await preflight(settings)
+    services = await asyncio.to_thread(build_services, settings)
     tasks = [asyncio.create_task(factory()) for factory in services.background]
     main = asyncio.create_task(module.run(settings, services.core, services.db))
     loop = asyncio.get_running_loop()

@@ -59,6 +59,22 @@ async def test_a_full_inbox_refuses_without_claiming(db: Database) -> None:
     await inbox.aclose()
 
 
+async def test_put_waits_for_room_instead_of_refusing(db: Database, caplog) -> None:
+    """Stream mode acked the message already: it cannot be refused for a retry, so it waits."""
+    handled = Handled(gated=True)
+    inbox: Inbox[str] = Inbox("test", handled, db, InboxOptions(workers=1, capacity=2))
+    await inbox.put("a", "m1", "one")
+    await inbox.put("b", "m2", "two")
+    third = asyncio.create_task(inbox.put("a", "m3", "three"))
+    await asyncio.sleep(0.05)
+    assert not third.done() and inbox.size == 2 and "waiting for room for m3" in caplog.text
+    handled.gate.set()
+    await asyncio.wait_for(third, 5)
+    await inbox.join()
+    assert handled.items == ["one", "two", "three"] and inbox.size == 0
+    await inbox.aclose()
+
+
 async def test_a_failing_handler_never_stops_a_worker(db: Database, caplog) -> None:
     handled = Handled()
     inbox: Inbox[str] = Inbox("test", handled, db, InboxOptions(workers=1))

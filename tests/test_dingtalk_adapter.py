@@ -405,16 +405,16 @@ def test_public_constants() -> None:
     assert DingTalkAdapter.capabilities == CAPABILITIES
 
 
-async def test_run_refuses_stream_mode_and_missing_settings(db: Database) -> None:
+@pytest.mark.parametrize("mode", ["http", "stream"])
+async def test_missing_settings_are_named_in_either_mode(db: Database, mode: str) -> None:
     core = TestBot().core
-    with pytest.raises(ValueError, match="dingtalk-stream"):
-        await dingtalk.run(make_settings(dingtalk_mode="stream"), core, db)
-    with pytest.raises(ValueError) as excinfo:
-        await dingtalk.run(make_settings(dingtalk_app_key="k"), core, db)
-    message = str(excinfo.value)
-    assert "DANGJIAN_DINGTALK_APP_SECRET" in message
-    assert "DANGJIAN_DINGTALK_APP_KEY" not in message
-    assert "DANGJIAN_DINGTALK_ROBOT_CODE" not in message  # defaults to the AppKey
+    for entry in (dingtalk.preflight, lambda settings: dingtalk.run(settings, core, db)):
+        with pytest.raises(ValueError) as excinfo:
+            await entry(make_settings(dingtalk_app_key="k", dingtalk_mode=mode))
+        message = str(excinfo.value)
+        assert "DANGJIAN_DINGTALK_APP_SECRET" in message
+        assert "DANGJIAN_DINGTALK_APP_KEY" not in message
+        assert "DANGJIAN_DINGTALK_ROBOT_CODE" not in message  # defaults to the AppKey
     assert core.outbound.platforms() == ["telegram"]  # the harness's recorder only: dingtalk not registered
 
 

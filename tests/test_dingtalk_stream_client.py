@@ -1,4 +1,4 @@
-"""The DingTalk Stream client (bot/adapters/dingtalk_stream.py) against the loopback fake gateway
+"""The DingTalk Stream client (bot/adapters/dingtalk/stream.py) against the loopback fake gateway
 (tests/fakes/dingtalk_stream_gateway.py): real HTTP and a real WebSocket on 127.0.0.1."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bot.adapters.dingtalk_stream import StreamAuthError, StreamClient, StreamConnectError, _with_ticket
-from bot.adapters.dingtalk_stream_frames import FrameError, ack_for, parse_frame
+from bot.adapters.dingtalk.stream import StreamAuthError, StreamClient, StreamConnectError, _with_ticket
+from bot.adapters.dingtalk.stream_frames import FrameError, ack_for, parse_frame
 from tests.fakes.dingtalk_stream_gateway import (
     ROBOT_TOPIC,
     FakeStreamGateway,
@@ -363,7 +363,7 @@ async def test_revoked_credentials_are_retried_with_backoff(gateway: FakeStreamG
         await gateway.push_robot_message(text_message("密钥恢复后", "restored"), conn=second)
         await gateway.wait_for(lambda: inbox.messages)
     # the waits it announced: 0.1 after the drop, then doubling to the 0.4 cap (x 0.75-1 jitter)
-    waits = [float(m) for r in caplog.records if r.name == "bot.adapters.dingtalk_stream"
+    waits = [float(m) for r in caplog.records if r.name == "bot.adapters.dingtalk.stream"
              for m in re.findall(r"(?:retrying|reconnecting) in ([0-9.]+) s", r.getMessage())][:6]
     nominal = [0.1, 0.2, 0.4, 0.4, 0.4, 0.4]
     assert len(waits) == 6 and all(0.75 * n - 0.001 <= w <= n + 0.001 for w, n in zip(waits, nominal)), waits

@@ -289,12 +289,19 @@ def test_dangjian_report_prints_the_report_and_writes_a_csv_excel_opens(tmp_path
     with db.session() as s:  # a row from before the period
         s.execute(update(QuestionLogRow).where(QuestionLogRow.id == 3).values(at=datetime.now(timezone.utc) - timedelta(days=9)))
     db.engine.dispose()
-    root, level = logging.getLogger(), logging.getLogger().level
+    # The CLI sets the levels of the root and of noisy libraries' loggers (httpx…) for its own
+    # run; left so, later tests in this worker would miss the log lines they check.
+    def loggers() -> list[logging.Logger]:
+        return [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(v, logging.Logger))]
+
+    levels = {logger: logger.level for logger in loggers()}
     try:
         result = CliRunner().invoke(app, ["report", "--days", "7", "--csv", str(tmp_path / "log.csv")])
         bad = CliRunner().invoke(app, ["report", "--days", "abc"])
     finally:
-        root.setLevel(level)  # the CLI sets it for its own run
+        for logger in loggers():
+            logger.setLevel(levels.get(logger, logging.NOTSET))
     assert result.exit_code == 0, result.output
     assert "提问 2 次" in result.stdout and f"1. {UNCOVERED}（2 次）" in result.stdout and "钉钉 2 次" in result.stdout
     raw = (tmp_path / "log.csv").read_bytes()

@@ -328,6 +328,29 @@ async def test_recurring_meeting_reminds_every_occurrence_once(w: World) -> None
     assert w.statuses(mid).count(SENT) == 6
 
 
+async def test_a_cancellation_arriving_as_a_send_completes_stops_the_loop(w: World) -> None:
+    """Python 3.11's wait_for lost such a cancellation: run_forever went on, shutdown hung (and so
+    did test_run_forever_survives_errors, now and then, under load)."""
+    w.add("支委会 2025-03-12 15:00 三楼 议题")
+    w.clock.now = local(2025, 3, 11, 15, 0)
+    task: asyncio.Task[None] | None = None
+
+    class CancelledAsItSends(RecordingOutbound):
+        async def send(self, ref, messages) -> None:
+            await super().send(ref, messages)
+            assert task is not None
+            asyncio.get_running_loop().call_soon(task.cancel)  # before the scheduler resumes
+
+    out = CancelledAsItSends()
+    s = w.scheduler(out)
+    s.poll_seconds = 0.01
+    task = asyncio.create_task(s.run_forever())
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:
+        task.cancel()
+    assert done and task.cancelled() and len(out.sent) == 1
+
+
 async def test_run_forever_survives_errors(w: World, monkeypatch: pytest.MonkeyPatch) -> None:
     w.add("支委会 2025-03-12 15:00 三楼 议题")
     w.clock.now = local(2025, 3, 11, 15, 0)

@@ -4,7 +4,8 @@
   sender's messages one at a time in arrival order, different senders concurrently. Each message
   id is claimed in the database just before it is handled (after it was queued), so a redelivery
   is handled once and a message refused for a full queue (HTTP 503) is still answered when the
-  platform retries it. On shutdown the queue is drained for a few seconds.
+  platform retries it; a source that cannot ask for a retry (Stream mode acks first) waits for
+  room instead. On shutdown the queue is drained for a few seconds.
 * :func:`first_delivery` — the one policy when deduplication cannot reach the database: the
   message is handled (a rare duplicate answer beats a lost question).
 * :class:`AccessToken` — a platform access token cached until one refresh margin before it
@@ -86,6 +87,7 @@ class Inbox(Generic[T]):
         self._size = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._room = asyncio.Event()  # set whenever a handled message made room
         self._workers: list[asyncio.Task[None]] = []
 
     @property
@@ -108,6 +110,16 @@ class Inbox(Generic[T]):
             self._ready.put_nowait(sender)
         self.start()
         return True
+
+    async def put(self, sender: str, message_id: str | None, payload: T) -> None:
+        """Queue a message, waiting while the inbox is full: for messages the platform will not
+        send again (already acknowledged), which must not be refused."""
+        if self._size >= self.capacity:
+            log.warning("%s: inbox full (%d); waiting for room for %s", self.platform, self._size, message_id)
+            while self._size >= self.capacity:
+                self._room.clear()
+                await self._room.wait()
+        self.offer(sender, message_id, payload)
 
     def start(self) -> None:
         """Start the workers (idempotent; :meth:`offer` calls it too)."""
@@ -148,6 +160,7 @@ class Inbox(Generic[T]):
                 finally:
                     queue.popleft()
                     self._size -= 1
+                    self._room.set()
             del self._waiting[sender]
             if self._size == 0:
                 self._idle.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -96,12 +97,13 @@ def build_http_app(
     return app
 
 
-async def serve_http(app: FastAPI, host: str, port: int) -> None:
-    """Serve until cancelled. Logs go through the standard logging setup."""
+async def serve_http(app: FastAPI, host: str, port: int, *, sock: socket.socket | None = None) -> None:
+    """Serve until cancelled (on ``sock`` when given, already bound). Logs go through the
+    standard logging setup."""
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     log.info("HTTP server listening on %s:%d", host, port)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -118,3 +120,17 @@ async def serve_adapter(adapter: CallbackAdapter, host: str, port: int) -> None:
         await serve_http(build_http_app([adapter.router()], health=adapter.health), host, port)
     finally:
         await adapter.aclose()
+
+
+async def serve_health(health: Callable[[], dict], host: str, port: int) -> None:
+    """Serve only ``GET /healthz`` until cancelled, for adapters that need no inbound port (the
+    platform is reached over an outbound connection). Unlike a callback server it is optional:
+    when the port cannot be bound, a warning is logged and this returns."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        log.warning("health endpoint not served: cannot listen on %s:%d (%s)", host, port, exc)
+        return
+    with sock:
+        await serve_http(build_http_app([], health=health), host, port, sock=sock)

@@ -163,7 +163,10 @@ class ReminderScheduler:
         late = overdue > self.late_after
         message = OutgoingMessage(text=reminder_text(due, self.rules, late=late, now=now))
         try:
-            await asyncio.wait_for(self.outbound.send(due.meeting.ref, [message]), timeout=self.send_timeout)
+            # Not wait_for: on Python 3.11 it loses a cancellation that arrives as the send completes,
+            # and this loop would then never stop (shutdown hangs).
+            async with asyncio.timeout(self.send_timeout):
+                await self.outbound.send(due.meeting.ref, [message])
         except NoAdapter:
             # Not ours to send (the adapter may have stopped): free the claim for another replica.
             await self._db(self.repo.release, r.id, self.instance_id, error=None, retry_at=None)

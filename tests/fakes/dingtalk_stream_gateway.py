@@ -23,7 +23,7 @@ Usage (in an async test)::
         await gw.wait_for(lambda: gw.ack_for(mid))
         await gw.ping(); await gw.request_disconnect(); await gw.drop(); await gw.freeze()
 
-Frame shapes are written out here independently of ``bot.adapters.dingtalk_stream_frames``.
+Frame shapes are written out here independently of ``bot.adapters.dingtalk.stream_frames``.
 """
 from __future__ import annotations
 
