@@ -280,6 +280,10 @@ def _pg_accepts(port: int, database: str) -> bool:
         return False
 
 
+#: The temporary folder of each server started in this process, by URL (tests check it is removed).
+SERVER_ROOTS: dict[str, Path] = {}
+
+
 @contextlib.contextmanager
 def postgres_server(database: str = PG_DATABASE, start_timeout: float = START_TIMEOUT) -> Iterator[str]:
     """Start a throw-away PostgreSQL on 127.0.0.1 and yield its SQLAlchemy URL.
@@ -327,7 +331,9 @@ def postgres_server(database: str = PG_DATABASE, start_timeout: float = START_TI
                 raise
         with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
+        SERVER_ROOTS[url] = root
+        yield url
     finally:
         _stop(proc, signal.SIGINT)  # fast shutdown: disconnects clients, no checkpoint wait
         shutil.rmtree(root, ignore_errors=True)
@@ -394,6 +400,7 @@ def chroma_server(start_timeout: float = START_TIMEOUT) -> Iterator[str]:
                 if attempt + 1 < _PORT_ATTEMPTS and _port_taken(log):
                     continue
                 raise
+        SERVER_ROOTS[url] = root
         yield url
     finally:
         _stop(proc, signal.SIGTERM)

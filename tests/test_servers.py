@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import socket
-import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,11 +23,6 @@ def _accepts_tcp(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _temp_dirs(prefix: str) -> set[Path]:
-    roots = {Path(tempfile.gettempdir()).resolve(), Path("/tmp")}
-    return {p for root in roots for p in root.glob(f"{prefix}*")}
 
 
 # PostgreSQL --------------------------------------------------------------------------------------
@@ -58,18 +52,19 @@ def test_postgres_server_is_stopped_and_removed_when_the_test_fails(pg_url):
     import psycopg
     from sqlalchemy.engine import make_url
 
-    from tests.servers import postgres_server
+    from tests.servers import SERVER_ROOTS, postgres_server
 
-    before = _temp_dirs("dangjian-pg-")
     with pytest.raises(RuntimeError, match="test failed"):
         with postgres_server(database="other") as url:
+            root = SERVER_ROOTS[url]
+            assert root.is_dir()
             port = make_url(url).port
             assert port != make_url(pg_url).port  # a private server beside the session one
             with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="other") as conn:
                 assert conn.execute("select 1").fetchone() == (1,)
             raise RuntimeError("test failed")
     assert not _accepts_tcp(port)
-    assert _temp_dirs("dangjian-pg-") == before
+    assert not root.exists()  # (other test workers may be starting servers of their own meanwhile)
 
 
 # Chroma -------------------------------------------------------------------------------------------
@@ -122,17 +117,18 @@ def test_project_chroma_location_uses_the_server(chroma_url, tmp_path):
 
 
 def test_chroma_server_is_stopped_and_removed_when_the_test_fails(chroma_url):
-    from tests.servers import chroma_server
+    from tests.servers import SERVER_ROOTS, chroma_server
 
-    before = _temp_dirs("dangjian-chroma-")
     with pytest.raises(RuntimeError, match="test failed"):
         with chroma_server() as url:
+            root = SERVER_ROOTS[url]
+            assert root.is_dir()
             port = urlparse(url).port
             assert url != chroma_url
             assert _client(url).heartbeat() > 0
             raise RuntimeError("test failed")
     assert not _accepts_tcp(port)
-    assert _temp_dirs("dangjian-chroma-") == before
+    assert not root.exists()
 
 
 # docker/ (Docker does not run on the dev machines: these files are checked by reading) ------------
