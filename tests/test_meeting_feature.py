@@ -276,7 +276,7 @@ async def test_bot_admin_and_private_chat_may_manage(h: Harness) -> None:
         "/meeting add 支委会 每月第5个周三 15:00 三楼会议室 研究发展党员工作",
         "/meeting add 支委会 每月31日 15:00 三楼会议室 研究发展党员工作",
         "/meeting add 支委会 今天 09:00 三楼会议室 研究发展党员工作",  # today, time past
-        "/meeting add 支委会 3月1日 15:00 三楼会议室 研究发展党员工作",  # passed two days ago
+        "/meeting add 支委会 3月3日 09:00 三楼会议室 研究发展党员工作",  # today, an hour ago
         "/meeting add 支委会 2月30日 15:00 三楼会议室 研究发展党员工作",
         "/meeting add 支委会 13月1日 15:00 三楼会议室 研究发展党员工作",
         "/meeting add 支委会 明天 3点 三楼会议室 研究发展党员工作",  # ambiguous

@@ -7,10 +7,9 @@ Accepted dates (the users' timezone decides what "today" is)::
                                             (today when the time is still ahead)
     下周三 下下周一 (下个周三, 下星期三 …)     that day of next week / the week after; weeks
                                             start on Monday
-    12月8日 12月8号 12.8 12-08 12/8          this year's while it is ahead; once passed, next
-                                            year's if that is nearer (1月5日 typed in December
-                                            is next January), otherwise refused as past (12月1日
-                                            typed on 12月8日 is a slip, not next December)
+    12月8日 12月8号 12.8 12-08 12/8          the next occurrence: this year's while it is ahead,
+                                            else next year's (the confirmation shows the year);
+                                            today's date with a time already past is refused
     2026年12月8日 2026-12-08 2026/12/8       as written
 
 Accepted times: ``15:00`` (a full-width colon is fine), ``15点``, ``15点半``, ``15点30分``,
@@ -258,14 +257,14 @@ def resolve(date_token: str, time_token: str, now: datetime, tz: ZoneInfo) -> da
 def _nearest(
     token: str, month: int, day: int, today: date, at: Callable[[date], datetime], now: datetime
 ) -> tuple[datetime, str]:
-    """A month and day without a year: this year's while it is ahead; once it has passed, next
-    year's if that is nearer than the passed one (1月5日 typed in December is next January),
-    otherwise the passed one (12月1日 typed on 12月8日 is refused as past, not moved to next
-    December). Also, for a refusal, the date to write for next year's."""
+    """A month and day without a year: its next occurrence — this year's while it is ahead,
+    else next year's (1月5日 typed in December is next January; the confirmation shows the
+    year, so a slip is seen at once). Today's date keeps today (a time already past is then
+    refused). Also, for a refusal, the date to write for next year's."""
     this, next_ = (_maybe(at, year, month, day) for year in (today.year, today.year + 1))
     if this is None and next_ is None:
         raise WhenError(f"日期“{token}”不存在：{today.year}年和{today.year + 1}年的{month}月都没有{day}日。")
-    if this is not None and (this > now or next_ is None or now - this <= next_ - now):
+    if this is not None and (this > now or this.date() == today or next_ is None):
         hint = f"；如指{next_.year}年，请写 {next_.year}年{month}月{day}日" if next_ is not None else ""
         return this, hint
     assert next_ is not None
