@@ -230,10 +230,15 @@ def best_quote(article_text: str, answer: str) -> str:
 
 
 # Calling the model -------------------------------------------------------------------------
+async def _bounded(coro, seconds: float):
+    async with asyncio.timeout(seconds):
+        return await coro
+
+
 class _LoopThread:
     """One event loop in one daemon thread, for the lifetime of the answerer.
 
-    Calls are coroutines bounded by ``asyncio.wait_for``: at the deadline the HTTP request is
+    Calls are coroutines bounded by ``asyncio.timeout``: at the deadline the HTTP request is
     cancelled (the connection closed), so a hanging or trickling server leaves nothing running.
     """
 
@@ -243,8 +248,8 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coro, seconds: float):
-        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, seconds), self._loop)
-        # wait_for cancels the call at the deadline; the margin only covers the cancellation.
+        future = asyncio.run_coroutine_threadsafe(_bounded(coro, seconds), self._loop)
+        # The call is cancelled at the deadline; the margin only covers the cancellation.
         return future.result(timeout=seconds + 5)
 
     def close(self) -> None:

@@ -188,7 +188,8 @@ class Core:
         task = asyncio.ensure_future(_run(self.on_answer.on_answer, ctx, answered, reply))
         task.add_done_callback(_log_hook_failure)
         try:
-            return await asyncio.wait_for(asyncio.shield(task), self.answer_hook_seconds)
+            async with asyncio.timeout(self.answer_hook_seconds):  # (wait_for can lose a cancellation on 3.11)
+                return await asyncio.shield(task)
         except TimeoutError:
             log.warning("answer hook still busy after %.1f s; the answer goes out without it", self.answer_hook_seconds)
         except Exception:
