@@ -30,6 +30,7 @@ BM25_B = 0.4
 DENSE_CANDIDATES = 40
 CANDIDATES = 40  # first-stage articles looked at closely
 NAMED_CANDIDATES = 15  # and the best BM25 articles of a document the question names
+OTHER_SOURCE_RATIO = 0.5  # see LoadedIndex._distinct_first
 NAMED_FIRST_RATIO = 0.6  # a named document's articles scoring at least this share of the best come first
 
 
@@ -157,9 +158,31 @@ class LoadedIndex:
             floor = NAMED_FIRST_RATIO * scored[0][0]
             first = [row for row in scored if self.articles[row[1]].doc_id in analysis.named_docs and row[0] >= floor]
             scored = first + [row for row in scored if row not in first]
+        scored = self._distinct_first(scored)
         hits = [Hit(article=self.articles[key], score=score) for score, key, _ in scored[:k]]
         info.evidence = scored[0][2]
         return hits, info
+
+    def _distinct_first(self, scored: list) -> list:
+        """Articles whose text repeats a better-ranked one (the same article in an older edition)
+        go after the distinct ones, so the first citations are different rules; and the first
+        three are not all from one document when another one has a close article."""
+        seen: set[str] = set()
+        distinct, repeats = [], []
+        for row in scored:
+            text = self.prepared[row[1]].compact
+            (repeats if text in seen else distinct).append(row)
+            seen.add(text)
+        out = distinct + repeats
+        # When the first three all come from one document, the third place goes to the best
+        # article of another document unless it is far weaker: a second source to check.
+        if len(out) > 3 and len({self.articles[r[1]].doc_id for r in out[:3]}) == 1:
+            first_doc = self.articles[out[0][1]].doc_id
+            other = next((i for i, r in enumerate(out[3:], 3)
+                          if self.articles[r[1]].doc_id != first_doc and r[0] >= OTHER_SOURCE_RATIO * out[0][0]), None)
+            if other is not None:
+                out.insert(2, out.pop(other))
+        return out
 
     def candidates(self, question: str) -> tuple[QueryAnalysis, list[tuple[str, dict[str, float], Evidence]], SearchInfo]:
         """Analyse the question, gather candidate articles and compute their features (the

@@ -48,3 +48,14 @@ def test_a_corrupt_cache_only_costs_time(tmp_path, embeddings):
     assert service.ask("党小组会多久开一次？").citations[0].label == "第二条"
     with closing(sqlite3.connect(index / CACHE_FILE)) as conn:  # the damaged cache was replaced
         assert conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == 4
+
+
+def test_the_same_article_of_an_older_edition_comes_after_the_distinct_rules(tmp_path, embeddings):
+    corpus = _corpus(tmp_path / "corpus")
+    service = RetrievalService(RetrievalConfig(index_dir=tmp_path / "data" / "index", corpus_dir=corpus), embeddings=embeddings)
+    service.ingest()
+    cited = service.ask("党小组会一般多久召开一次？").citations
+    assert cited[0].label == "第二条" and "2022年版" in cited[0].citation  # the current edition first
+    texts = [c.text for c in cited]
+    repeat = texts.index(cited[0].text, 1)  # the 2017 copy of the same article…
+    assert all(t != cited[0].text for t in texts[1:repeat]) and repeat == len(set(texts))  # …after every distinct one
