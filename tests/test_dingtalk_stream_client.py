@@ -121,7 +121,8 @@ def test_ack_shapes_per_frame_type() -> None:
     assert callback.data_object()["msgId"] == "m1"
     event = parse_frame(json.dumps(frame("EVENT", "chat_update_title", "{}", message_id="e1")))
     assert json.loads(json.loads(ack_for(event) or "")["data"]) == {"status": "SUCCESS", "message": "success"}
-    assert ack_for(parse_frame(json.dumps(frame("WHATEVER", "t", "{}", message_id="w1")))) is None
+    unknown = json.loads(ack_for(parse_frame(json.dumps(frame("WHATEVER", "t", "{}", message_id="w1")))))
+    assert unknown["code"] == 200 and unknown["headers"]["messageId"] == "w1"  # acked, then ignored
 
 
 def test_ticket_is_url_encoded() -> None:
@@ -227,9 +228,8 @@ async def test_bad_and_unknown_frames_are_ignored(gateway: FakeStreamGateway) ->
         good = await gateway.push_robot_message(text_message("有效问题", "real"))
         await gateway.wait_for(lambda: inbox.messages)
         await gateway.wait_for(lambda: gateway.ack_for(good))
-        for acked in [other_topic, robot_not_json, robot_not_object, event, system_other]:
+        for acked in [other_topic, robot_not_json, robot_not_object, event, system_other, unknown_type]:
             assert_ack(gateway.ack_for(acked["headers"]["messageId"]), acked["headers"]["messageId"])
-        assert gateway.ack_for(unknown_type["headers"]["messageId"]) is None
         assert client.connected and len(gateway.connections) == 1 and len(gateway.open_requests) == 1
     assert inbox.ids == ["real"]
 

@@ -299,9 +299,8 @@ class StreamClient:
             log.warning("dingtalk stream: ignored a frame: %s", exc)
             return False
         reply = ack_for(frame)
-        if reply is None:
-            log.warning("dingtalk stream: ignored a frame of unknown type %r", frame.type[:40])
-            return False
+        if frame.type not in (TYPE_CALLBACK, TYPE_EVENT, TYPE_SYSTEM):
+            log.warning("dingtalk stream: acked and ignored a frame of unknown type %r", frame.type[:40])
         message: dict[str, Any] | None = None
         if frame.type == TYPE_CALLBACK and frame.topic == ROBOT_TOPIC:
             try:

@@ -97,15 +97,14 @@ def ack(message_id: str, data: str, *, code: int = 200, message: str = "OK") -> 
     )
 
 
-def ack_for(frame: Frame) -> str | None:
-    """Our ack for ``frame``, or None for a type we do not know (nothing to answer)."""
+def ack_for(frame: Frame) -> str:
+    """Our ack for ``frame``; a type we do not know is acked too (and then ignored), so DingTalk
+    does not deliver it again."""
     if frame.type == TYPE_SYSTEM:
         return ack(frame.message_id, frame.data)
-    if frame.type == TYPE_CALLBACK:
-        return ack(frame.message_id, _CALLBACK_ACK_DATA)
     if frame.type == TYPE_EVENT:
         return ack(frame.message_id, _EVENT_ACK_DATA)
-    return None
+    return ack(frame.message_id, _CALLBACK_ACK_DATA)
 
 
 def open_request_body(client_id: str, client_secret: str, *, ua: str, local_ip: str) -> dict[str, Any]:
