@@ -142,10 +142,9 @@ def extractive_answer(question: str, hits: list[Hit], info: SearchInfo,
     analysis = info.analysis
     if analysis.unknown_docs and not analysis.named_docs:
         return _unknown_document(question, analysis, hits, info, thresholds)
-    if analysis.article and analysis.named_docs and info.named_article is None:
+    if analysis.article and analysis.named_docs and info.named_article is None and last_article is not None:
         title = (doc_titles or {}).get(analysis.named_docs[0], "该文件")
-        last = f"，最后一条是{last_article.label}" if last_article is not None else ""
-        text = f"《{title}》没有{analysis.article}{last}。请核对条号后再问。"
+        text = f"《{title}》没有{analysis.article}，最后一条是{last_article.label}。请核对条号后再问。"
         return Answer(question=question, answer=text, refused=True)
     if not hits or should_refuse(info, thresholds or RefusalThresholds()):
         return Answer(question=question, answer=REFUSAL, refused=True)

@@ -251,6 +251,11 @@ class LoadedIndex:
             return None
         for doc_id in analysis.named_docs:
             article = self._by_label.get((doc_id, analysis.article))
+            if article is None and self.last_article(doc_id) is None:
+                # An opinion numbered 三、（十一） has no 第十一条: people call its item （十一） so.
+                item = f"（{analysis.article[1:-1]}）"
+                article = next((a for a in sorted(self.articles.values(), key=lambda a: a.order)
+                                if a.doc_id == doc_id and a.label.endswith(item)), None)
             if article is not None:
                 return article
         return None

@@ -10,8 +10,8 @@ Question sets:
 * default corpus: ../shared/eval/dev.jsonl, dev_peer.jsonl (its questions about documents that
   are only in ../shared/corpus/extra count as misses here),
   and the project's own questions about it
-  (tests/data/eval_default.jsonl and eval_peer_default.jsonl, the latter written by a separate
-  hand in the styles other people use) split in two halves by a hash of the question id:
+  (tests/data/eval_default.jsonl, eval_peer_default.jsonl and eval_peer2_default.jsonl, the
+  latter two written by separate hands in the styles other people use) split in two halves by a hash of the question id:
   ``tune`` (weights and thresholds were chosen on it) and ``holdout`` (never looked at while
   tuning; reported to show the gap);
 * default + extra: ../shared/eval/dev_peer.jsonl (written by other people), dev.jsonl, and the
@@ -83,7 +83,8 @@ def main() -> None:
     shared = args.shared.resolve()
     scratch = Path(tempfile.mkdtemp(prefix="dj-bench-"))
     data = REPO / "tests" / "data"
-    own_default = split_halves([data / "eval_default.jsonl", data / "eval_peer_default.jsonl"], scratch, "own_default")
+    own_default = split_halves([data / "eval_default.jsonl", data / "eval_peer_default.jsonl",
+                                data / "eval_peer2_default.jsonl"], scratch, "own_default")
     own_extra = split_halves([data / "eval_extra.jsonl", data / "eval_peer_extra.jsonl"], scratch, "own_extra")
     dev, peer = shared / "eval" / "dev.jsonl", shared / "eval" / "dev_peer.jsonl"
     configs = {

@@ -96,6 +96,19 @@ def test_named_article_is_cited_directly(service):
     assert answer.citations[0].citation == "《中国共产党发展党员工作细则》第十条"
 
 
+def test_article_number_of_an_outline_document_names_its_numbered_item(service):
+    # Opinions are numbered 三、（十一）; members still say 第十一条 and mean item （十一）.
+    answer = service.ask("河南机关党建意见第十一条讲的是什么？")
+    assert not answer.refused
+    assert answer.citations[0].label.endswith("（十一）")
+    assert "严肃党内政治生活" in answer.citations[0].text
+
+
+def test_missing_item_of_an_outline_document_is_searched_not_refused_as_missing_article(service):
+    answer = service.ask("河南机关党建意见第九十九条规定了什么？")
+    assert "没有第九十九条" not in answer.answer
+
+
 def test_question_analysis_names_documents_editions_blanks_and_answer_kinds():
     names = build_doc_names([
         {"doc_id": "dz22", "title": "中国共产党章程", "aliases": ["党章"], "date": "2022-10-22"},
