@@ -29,6 +29,17 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
 
 
+#: Articles this short are quoted whole; from longer ones the answering sentences are chosen.
+WHOLE_ARTICLE_CHARS = 120
+
+
+def quotable_sentences(article: Article) -> list[str]:
+    """The sentences a quote is chosen from (none when the article is quoted whole). Ingest
+    embeds exactly these, so sentence vectors are there for every choice to be made."""
+    body = body_of(article)
+    return split_sentences(body) if len(body) > WHOLE_ARTICLE_CHARS else []
+
+
 def body_of(article: Article) -> str:
     """The article text without its leading label (第十九条 / （六）)."""
     text = article.text

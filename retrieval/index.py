@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from retrieval.evidence import quotable_sentences
 from retrieval.documents import ParsedDocument, iter_corpus_files, load_metadata, mark_superseded, parse_file
 from retrieval.embed import E5Embeddings
 from retrieval.embed_cache import CACHE_FILE, EmbeddingCache, text_key
@@ -131,18 +132,22 @@ class IndexBuilder:
                     rows.append((f"{a.doc_id}#{a.order}#{part}", passage_text(a, chunk), _metadata(a, part), a))
         report.articles = sum(len(d.articles) for d in docs)
         report.chunks = len(rows)
+        # Sentences of the longer articles, embedded too: the quote weighs closeness in meaning.
+        sentences = list(dict.fromkeys(s for d in docs for a in d.articles for s in quotable_sentences(a)))
 
         previous = self.pointer.read()
         prev_version = previous["current"] if previous else None
         keys = [text_key(p) for _, p, _, _ in rows]
+        sentence_keys = [text_key(s) for s in sentences]
         known = self._previous_embeddings(prev_version)
-        known.update(self.cache.get_many([k for k in set(keys) if k not in known]))
-        todo: dict[str, str] = {}  # key → passage, each distinct passage embedded once
-        for key, (_, passage, _, _) in zip(keys, rows):
+        known.update(self.cache.get_many([k for k in set(keys + sentence_keys) if k not in known]))
+        todo: dict[str, str] = {}  # key → text, each distinct passage or sentence embedded once
+        for key, text in [*zip(keys, (r[1] for r in rows)), *zip(sentence_keys, sentences)]:
             if key not in known:
-                todo.setdefault(key, passage)
+                todo.setdefault(key, text)
         report.embedded = len(todo)
-        pending = list(todo.items())
+        # Similar lengths batched together: the engine pads a batch to its longest text.
+        pending = sorted(todo.items(), key=lambda item: len(item[1]))
         for start in range(0, len(pending), EMBED_BATCH):
             batch = pending[start : start + EMBED_BATCH]
             for (key, _), vec in zip(batch, self.embeddings.passages([p for _, p in batch])):
@@ -161,9 +166,10 @@ class IndexBuilder:
                     embeddings=[vectors[start + j] for j in range(len(batch))],
                 )
                 progress("write", min(start + 256, len(rows)), len(rows), "写入索引")
+            self._write_sentences(version, sentences, [known[k] for k in sentence_keys])
             manifest = self._manifest(version, docs, report)
             self.pointer.save_manifest(version, manifest)
-            self.cache.replace({key: known[key] for key in set(keys)})
+            self.cache.replace({key: known[key] for key in set(keys + sentence_keys)})
         except Exception as exc:
             self.location.drop(version)
             raise IngestError(f"写入索引失败，当前索引保持不变：{exc}") from exc
@@ -211,18 +217,28 @@ class IndexBuilder:
             docs.append(doc)
         return docs
 
+    def _write_sentences(self, version: str, sentences: list[str], vectors: list[list[float]]) -> None:
+        collection = self.location.create_sentences(version)
+        for start in range(0, len(sentences), 256):
+            collection.add(
+                ids=[f"s{i}" for i in range(start, min(start + 256, len(sentences)))],
+                documents=sentences[start : start + 256], embeddings=vectors[start : start + 256],
+            )
+
     def _previous_embeddings(self, version: str | None) -> dict[str, list[float]]:
         if not version:
             return {}
-        try:
-            got = self.location.open(version).get(include=["documents", "embeddings"])
-        except Exception:
-            return {}
-        docs = got.get("documents") or []
-        embs = got.get("embeddings")
-        if embs is None:
-            return {}
-        return {text_key(d): list(map(float, e)) for d, e in zip(docs, embs)}
+        known: dict[str, list[float]] = {}
+        for open_ in (self.location.open, self.location.open_sentences):
+            try:
+                got = open_(version).get(include=["documents", "embeddings"])
+            except Exception:  # not there (an index built before sentence vectors)
+                continue
+            docs = got.get("documents") or []
+            embs = got.get("embeddings")
+            if embs is not None:
+                known.update({text_key(d): list(map(float, e)) for d, e in zip(docs, embs)})
+        return known
 
     @staticmethod
     def _manifest(version: str, docs: list[ParsedDocument], report: IngestReport) -> dict:

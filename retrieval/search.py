@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,7 @@ class SearchInfo:
     known_terms: float = 0.0  # idf-weighted share of the question's terms found anywhere
     named_article: Article | None = None  # the article the question names, when indexed
     terms: QueryTerms | None = None  # the question's terms with the index's idf weights
+    vector: np.ndarray | None = None  # the question's embedding
 
 
 class BM25:
@@ -85,7 +87,7 @@ class LoadedIndex:
 
     def __init__(self, version: str, client, collection_name: str, embeddings: E5Embeddings,
                  manifest: dict | None = None, weights: FusionWeights | None = None,
-                 reranker: Reranker | None = None) -> None:
+                 reranker: Reranker | None = None, sentences_name: str | None = None) -> None:
         self.version = version
         self.manifest = manifest or {}
         self.embeddings = embeddings
@@ -119,6 +121,7 @@ class LoadedIndex:
         self._doc_names = self._doc_name_table()
         self.doc_names = build_doc_names(self._documents_for_names())
         self.doc_titles = {a.doc_id: a.doc_title for a in self.articles.values()}
+        self._sentence_vectors = _load_sentence_vectors(client, sentences_name)
 
     # ------------------------------------------------------------------ lookup
     def _doc_name_table(self) -> dict[str, str]:
@@ -163,6 +166,20 @@ class LoadedIndex:
         info.evidence = scored[0][2]
         return hits, info
 
+    def sentence_similarity(self, vector: np.ndarray | None) -> Callable[[list[str]], list[float] | None] | None:
+        """A function giving each sentence's cosine similarity to the question vector, from the
+        vectors computed at ingest (None for sentences without one: nothing is embedded here,
+        so answers stay fast)."""
+        if vector is None or not self._sentence_vectors:
+            return None
+
+        def similarity(sentences: list[str]) -> list[float] | None:
+            vectors = [self._sentence_vectors.get(s) for s in sentences]
+            if any(v is None for v in vectors):
+                return None
+            return [float(v @ vector) for v in vectors]
+        return similarity
+
     def _distinct_first(self, scored: list) -> list:
         """Articles whose text repeats a better-ranked one (the same article in an older edition)
         go after the distinct ones, so the first citations are different rules; and the first
@@ -193,7 +210,7 @@ class LoadedIndex:
         if not q.terms and not q.grams and not analysis.named_docs:
             return analysis, [], info
         bm25 = self._bm25_scores(index_terms(analysis.core or analysis.text))
-        dense_rank, dense_sim = self._dense_rank(analysis.text)
+        dense_rank, dense_sim, info.vector = self._dense_rank(analysis.text)
         fused: dict[str, float] = defaultdict(float)
         for rank, key in enumerate(sorted(bm25, key=lambda key: -bm25[key])):
             fused[key] += self.weights.bm25 / (RRF_K + rank + 1)
@@ -293,7 +310,7 @@ class LoadedIndex:
         top = np.argsort(-sims)[:n]
         return [(int(i), float(sims[i])) for i in top]
 
-    def _dense_rank(self, q: str) -> tuple[list[str], dict[str, float]]:
+    def _dense_rank(self, q: str) -> tuple[list[str], dict[str, float], np.ndarray]:
         vector = self.embeddings.query(q)
         n = min(DENSE_CANDIDATES, len(self.chunk_ids))
         order: list[str] = []
@@ -303,4 +320,19 @@ class LoadedIndex:
             if key not in sims:
                 sims[key] = sim
                 order.append(key)
-        return order, sims
+        return order, sims, vector
+
+
+def _load_sentence_vectors(client, name: str | None) -> dict[str, np.ndarray]:
+    """The version's sentence vectors by sentence text ({} for an index built without them)."""
+    if not name:
+        return {}
+    try:
+        got = client.get_collection(name=name, embedding_function=None).get(include=["documents", "embeddings"])
+    except Exception:  # an index built before sentence vectors: quotes are chosen by words alone
+        log.info("index has no sentence vectors; quotes are chosen by words alone")
+        return {}
+    vectors = got.get("embeddings")
+    if vectors is None or not len(vectors):
+        return {}
+    return {s: np.asarray(v, dtype=np.float32) for s, v in zip(got.get("documents") or [], vectors)}

@@ -69,7 +69,8 @@ class RetrievalService:
             if self._index is not None and self._index.version == version:
                 return False
             client, name = self.location.client_and_name(version)
-            loaded = LoadedIndex(version, client, name, self.embeddings, manifest=self.pointer.load_manifest(version))
+            loaded = LoadedIndex(version, client, name, self.embeddings, manifest=self.pointer.load_manifest(version),
+                                 sentences_name=self.location.sentences_name(version))
             self._index = loaded  # atomic swap
             log.info("serving index version %s (%d articles)", version, len(loaded.articles))
             return True
@@ -91,6 +92,7 @@ class RetrievalService:
         answer = extractive_answer(
             question, hits, info, self.thresholds,
             last_article=index.last_article(named[0]) if named else None, doc_titles=index.doc_titles,
+            similarity=index.sentence_similarity(info.vector),
         )
         if self._llm is not None and not answer.refused:
             answer = self._llm.answer(question, hits, answer)

@@ -21,6 +21,7 @@ import chromadb
 from chromadb.config import Settings as ChromaSettings
 
 COLLECTION = "units"
+SENTENCES = "sentences"
 
 
 def chroma_settings() -> ChromaSettings:
@@ -113,15 +114,26 @@ class ChromaLocation:
     def collection_name(self, version: str) -> str:
         return f"dj_{version}" if self.chroma_url else COLLECTION
 
+    def sentences_name(self, version: str) -> str:
+        """The collection of the version's sentence vectors (for choosing what to quote)."""
+        return f"djs_{version}" if self.chroma_url else SENTENCES
+
     def create(self, version: str):
-        client = self._client(version)
-        return client.create_collection(
-            name=self.collection_name(version), embedding_function=None,
-            configuration={"hnsw": {"space": "cosine"}},
+        return self._create(version, self.collection_name(version))
+
+    def create_sentences(self, version: str):
+        return self._create(version, self.sentences_name(version))
+
+    def _create(self, version: str, name: str):
+        return self._client(version).create_collection(
+            name=name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
         )
 
     def open(self, version: str):
         return self._client(version).get_collection(name=self.collection_name(version), embedding_function=None)
+
+    def open_sentences(self, version: str):
+        return self._client(version).get_collection(name=self.sentences_name(version), embedding_function=None)
 
     def client_and_name(self, version: str) -> tuple[chromadb.ClientAPI, str]:
         return self._client(version), self.collection_name(version)
@@ -129,10 +141,11 @@ class ChromaLocation:
     def drop(self, version: str) -> None:
         """Delete a version's data (best effort)."""
         if self.chroma_url:
-            try:
-                self._client(version).delete_collection(self.collection_name(version))
-            except Exception:  # already gone
-                pass
+            for name in (self.collection_name(version), self.sentences_name(version)):
+                try:
+                    self._client(version).delete_collection(name)
+                except Exception:  # already gone
+                    pass
         shutil.rmtree(self.index_root / "versions" / version, ignore_errors=True)
 
     def existing_versions(self) -> list[str]:

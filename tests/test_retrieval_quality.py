@@ -160,6 +160,26 @@ def test_quiz_blank_quotes_the_sentence_around_the_blank():
     assert best_sentences_of(question, text) == ["选举采用无记名投票的方式。"]
 
 
+MEETING = ("党组民主生活会上，党组成员开展严肃认真的批评和自我批评。因故缺席的党组成员，应提交书面发言，"
+           "列入会议记录。会后由主持人将会议情况转告其他同志。")
+
+
+def test_sentence_close_in_meaning_is_quoted_though_it_shares_no_word_of_the_question():
+    question = "民主生活会上有人请假没来，他要交什么？"  # 请假没来 is what the rule calls 因故缺席
+    by_words = best_sentences_of(question, MEETING, limit=1)
+    assert "书面发言" not in "".join(by_words)
+    close = lambda sentences: [0.93 if "书面发言" in s else 0.86 for s in sentences]  # noqa: E731
+    assert "书面发言" in "".join(best_sentences_of(question, MEETING, limit=1, similarity=close))
+    no_vectors = lambda sentences: None  # noqa: E731  (an index built without sentence vectors)
+    assert best_sentences_of(question, MEETING, limit=1, similarity=no_vectors) == by_words
+
+
+def test_the_answer_quotes_the_sentence_meant_by_a_layman_paraphrase(service):
+    # 开完后 … 交什么 means the written report after the meeting (八), not the notice before it.
+    answer = service.ask("党组民主生活会开完后，要向省委交什么？")
+    assert not answer.refused and "书面报告" in answer.answer
+
+
 def test_what_to_prepare_quotes_the_preparation_not_the_frequency(service):
     answer = service.ask("党组民主生活会召开前要做哪些准备？")
     assert not answer.refused
