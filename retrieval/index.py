@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from retrieval.evidence import quotable_sentences
 from retrieval.documents import ParsedDocument, iter_corpus_files, load_metadata, mark_superseded, parse_file
 from retrieval.embed import E5Embeddings
 from retrieval.embed_cache import CACHE_FILE, EmbeddingCache, text_key
+from retrieval.evidence import quotable_sentences
 from retrieval.models import Article
 from retrieval.read import ReadError
 from retrieval.store import ChromaLocation, PointerStore, new_version_name
@@ -146,8 +146,7 @@ class IndexBuilder:
             if key not in known:
                 todo.setdefault(key, text)
         report.embedded = len(todo)
-        # Similar lengths batched together: the engine pads a batch to its longest text.
-        pending = sorted(todo.items(), key=lambda item: len(item[1]))
+        pending = list(todo.items())
         for start in range(0, len(pending), EMBED_BATCH):
             batch = pending[start : start + EMBED_BATCH]
             for (key, _), vec in zip(batch, self.embeddings.passages([p for _, p in batch])):
