@@ -2,7 +2,7 @@
 
 The features say how well an article answers a question (best sentence, phrases, quoted text,
 quiz blanks, quantities, answer kind), how the first-stage search ranked it (BM25, vectors and
-their reciprocal-rank fusion), and what kind of text it is (the document's kind, a news preface,
+their reciprocal-rank fusion), how close in meaning its closest sentence is to the question, and what kind of text it is (the document's kind, a news preface,
 a superseded edition, a bare heading, the document or article the question names). Weights live
 in ``retrieval/data/rerank_weights.json``: those under ``fixed`` are priors set by reasoning
 (document kind: regulation > opinion > notice > news; a named document or article first; the
@@ -26,7 +26,7 @@ PHRASE_CAP = 20  # characters of shared phrase beyond which more length adds not
 
 FEATURES = (
     "rrf", "bm25", "dense", "sentence_cover", "sentence_grams", "article_cover", "phrase", "quoted",
-    "blank", "quantities", "answer_kind", "named", "named_other", "article_match", "kind_opinion",
+    "blank", "quantities", "answer_kind", "sentence_dense", "named", "named_other", "article_match", "kind_opinion",
     "kind_notice", "kind_article", "kind_news", "preface", "superseded", "heading_only",
 )
 
@@ -38,6 +38,7 @@ class FirstStage:
     rrf: float  # fused reciprocal rank / best fused
     bm25: float  # BM25 / best BM25
     dense: float  # cosine similarity − best similarity (≤ 0); −0.1 when not among the nearest
+    sentence_dense: float = 0.0  # (its closest sentence's similarity − the best candidate's) × 10, in −1..0
 
 
 def features(q: QueryAnalysis, article: Article, first: FirstStage, ev: Evidence, prepared: PreparedArticle) -> dict[str, float]:
@@ -54,6 +55,7 @@ def features(q: QueryAnalysis, article: Article, first: FirstStage, ev: Evidence
         "blank": ev.blank if q.blank else 0.0,
         "quantities": ev.quantities,
         "answer_kind": ev.answer_kind,
+        "sentence_dense": first.sentence_dense,
         "named": float(named),
         "named_other": float(bool(q.named_docs) and not named),
         "article_match": float(q.article is not None and article.label == q.article and (named or not q.named_docs)),

@@ -16,7 +16,7 @@ import numpy as np
 from langchain_chroma import Chroma
 
 from retrieval.embed import E5Embeddings
-from retrieval.evidence import Evidence, PreparedArticle, QueryTerms, article_evidence, prepare
+from retrieval.evidence import Evidence, PreparedArticle, QueryTerms, article_evidence, prepare, quotable_sentences
 from retrieval.models import Article, Hit
 from retrieval.query import QueryAnalysis, analyze, build_doc_names
 from retrieval.rerank import FirstStage, Reranker, features
@@ -122,6 +122,11 @@ class LoadedIndex:
         self.doc_names = build_doc_names(self._documents_for_names())
         self.doc_titles = {a.doc_id: a.doc_title for a in self.articles.values()}
         self._sentence_vectors = _load_sentence_vectors(client, sentences_name)
+        self._article_sentences: dict[str, np.ndarray] = {}  # article key → its sentences' vectors
+        for key, article in self.articles.items():
+            vectors = [self._sentence_vectors.get(s) for s in quotable_sentences(article)]
+            if vectors and all(v is not None for v in vectors):
+                self._article_sentences[key] = np.vstack(vectors)
 
     # ------------------------------------------------------------------ lookup
     def _doc_name_table(self) -> dict[str, str]:
@@ -165,6 +170,18 @@ class LoadedIndex:
         hits = [Hit(article=self.articles[key], score=score) for score, key, _ in scored[:k]]
         info.evidence = scored[0][2]
         return hits, info
+
+    def _closest_sentences(self, keys: list[str], vector: np.ndarray, dense_sim: dict[str, float]) -> dict[str, float]:
+        """Per candidate, the similarity of its sentence closest to the question (an article
+        quoted whole counts as one sentence: its passage's similarity, when among the nearest)."""
+        out = {}
+        for key in keys:
+            matrix = self._article_sentences.get(key)
+            if matrix is not None:
+                out[key] = float((matrix @ vector).max())
+            elif key in dense_sim:
+                out[key] = dense_sim[key]
+        return out
 
     def sentence_similarity(self, vector: np.ndarray | None) -> Callable[[list[str]], list[float] | None] | None:
         """A function giving each sentence's cosine similarity to the question vector, from the
@@ -221,6 +238,8 @@ class LoadedIndex:
         info.known_terms = sum(w for t, w in q.terms.items() if t in self.bm25.df) / q.total
         info.named_article = self.lookup_named_article(analysis)
         keys = self._candidate_keys(analysis, fused, bm25, info.named_article)
+        closest = self._closest_sentences(keys, info.vector, dense_sim)
+        top_closest = max(closest.values(), default=0.0)
         top_fused = max((fused.get(key, 0.0) for key in keys), default=0.0) or 1.0
         top_bm25 = max(bm25.values(), default=0.0) or 1.0
         rows = []
@@ -230,6 +249,9 @@ class LoadedIndex:
             first = FirstStage(
                 rrf=fused.get(key, 0.0) / top_fused, bm25=bm25.get(key, 0.0) / top_bm25,
                 dense=(dense_sim[key] - top_dense) if key in dense_sim else -0.1,
+                # e5 similarities of related Chinese text lie within ~0.1 of each other: ×10
+                # spreads the gap to the best candidate over 0..−1.
+                sentence_dense=max(-1.0, (closest[key] - top_closest) * 10) if key in closest else -1.0,
             )
             rows.append((key, features(analysis, article, first, ev, prepared), ev))
         return analysis, rows, info

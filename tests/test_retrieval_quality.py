@@ -180,6 +180,13 @@ def test_the_answer_quotes_the_sentence_meant_by_a_layman_paraphrase(service):
     assert not answer.refused and "书面报告" in answer.answer
 
 
+def test_the_article_whose_sentence_means_the_question_ranks_first(service):
+    # 没转走 … 怎么管 is 第三十二条's "没有转移组织关系的流动党员，应当保持经常联系"; 第二十五条
+    # shares more words (外出、6个月以上、组织关系) but says when to transfer, not how to manage.
+    answer = service.ask("党员外出六个月以上、组织关系又没转走的，原来的基层党组织应当怎么管？")
+    assert answer.citations[0].citation == "《中国共产党党员教育管理工作条例》第三十二条"
+
+
 def test_what_to_prepare_quotes_the_preparation_not_the_frequency(service):
     answer = service.ask("党组民主生活会召开前要做哪些准备？")
     assert not answer.refused
