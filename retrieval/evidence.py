@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from retrieval.models import Article
-from retrieval.numerals import normalize_quantities, quantity_terms
+from retrieval.numerals import CountRange, count_fit, count_ranges, head_counts, normalize_quantities, quantity_terms
 from retrieval.query import ANSWER_PATTERNS, QueryAnalysis, compact
 from retrieval.tokenize import bigrams, tokens
 
@@ -69,6 +69,7 @@ class PreparedArticle:
     terms: frozenset[str]
     heading_only: bool
     notice_preface: bool  # a 前言 that is a news item or cover notice (印发…通知), not rules
+    count_ranges: tuple[CountRange, ...] = ()  # head counts its clauses apply to (50人以上、100人以下)
 
 
 def prepare(article: Article) -> PreparedArticle:
@@ -82,7 +83,8 @@ def prepare(article: Article) -> PreparedArticle:
     heading_only = (len(body) < HEADING_ONLY_CHARS and not re.search(r"[。；！？]", body)) or (
         article.label.endswith("、") and not first_line_removed.strip() and "。" not in body)
     notice_preface = article.label == "前言" and bool(_NOTICE.search(body))
-    return PreparedArticle(tuple(sentences), "".join(s.compact for s in sentences), all_terms, heading_only, notice_preface)
+    return PreparedArticle(tuple(sentences), "".join(s.compact for s in sentences), all_terms, heading_only, notice_preface,
+                           count_ranges(normalize_quantities(body)))
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class QueryTerms:
     quantities: frozenset[str]
     compact: str  # compact core, for phrases
     analysis: QueryAnalysis
+    head_counts: tuple[float, ...] = ()  # numbers of people the question states (有60个党员)
 
     @classmethod
     def build(cls, analysis: QueryAnalysis, idf: Callable[[str], float]) -> QueryTerms:
@@ -104,6 +107,7 @@ class QueryTerms:
         return cls(
             terms={t: idf(t) for t in words | quantities}, grams=frozenset(bigrams(compact(core))),
             quantities=frozenset(quantities), compact=compact(core), analysis=analysis,
+            head_counts=head_counts(normal),
         )
 
     @property
@@ -171,6 +175,8 @@ def article_evidence(q: QueryTerms, a: PreparedArticle) -> Evidence:
     quoted = (sum(p in a.compact for p in q.analysis.quoted) / len(q.analysis.quoted)) if q.analysis.quoted else 1.0
     blank = max((blank_fit(q.analysis.blank, s.compact) for s in a.sentences), default=0.0) if q.analysis.blank else 0.0
     quantities = (len(q.quantities & a.terms) / len(q.quantities)) if q.quantities else 0.0
+    if q.head_counts and a.count_ranges:  # 有60个党员 falls in 50人以上、100人以下
+        quantities = max(quantities, count_fit(q.head_counts, a.count_ranges))
     kinds = [k for k in q.analysis.asks if k not in ("yes_no", "procedure", "definition")]
     answer_kind = 0.0
     if kinds and a.sentences:

@@ -2,6 +2,9 @@
 analysis and the meeting forms."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 #: Every character a Chinese numeral may contain.
@@ -123,3 +126,57 @@ def quantity_terms(text: str) -> list[str]:
         else:
             out.append("~" + m.group(1) + _UNIT_ALIASES.get(m.group(2), m.group(2)))
     return out
+
+
+# --------------------------------------------------------------------------- head counts
+#: A bound on a number of people: 50人以上 / 100人以下 / 不足7人 / 不超过7人 / 超过3名.
+_BOUND = re.compile(r"(不足|少于|不满|不超过|超过|多于)?(\d+)[人名](以上|以下)?")
+#: A head count in a question: 60个党员 / 6个正式党员 / 7名党员 / 30人.
+_COUNT = re.compile(r"(\d+)(?:个|名)?(?:正式|预备)?(?:党员|人)")
+
+
+@dataclass(frozen=True)
+class CountRange:
+    """The head counts a clause of a rule applies to (both ends included)."""
+
+    low: float
+    high: float
+    closed: bool  # both ends stated (50人以上、100人以下), not just one
+
+
+def count_ranges(text: str) -> tuple[CountRange, ...]:
+    """The ranges of head counts the clauses of a :func:`normalize_quantities`-ed text state:
+    ``机关党员50人以上、100人以下的`` → 50..100; ``正式党员不足7人的`` → 0..6."""
+    out = []
+    for clause in re.split(r"[，。；：,;\n]", text):
+        low = high = None
+        for m in _BOUND.finditer(clause):
+            before, n, after = m.group(1), float(m.group(2)), m.group(3)
+            if after == "以上" or before in ("超过", "多于"):
+                low = n if after == "以上" else n + 1
+            elif after == "以下" or before == "不超过":
+                high = n
+            elif before in ("不足", "少于", "不满"):
+                high = n - 1
+        if low is not None or high is not None:
+            out.append(CountRange(low if low is not None else 0.0, high if high is not None else math.inf,
+                                  low is not None and high is not None))
+    return tuple(out)
+
+
+def head_counts(text: str) -> tuple[float, ...]:
+    """Numbers of people a :func:`normalize_quantities`-ed question states (有60个党员)."""
+    return tuple(float(m.group(1)) for m in _COUNT.finditer(text))
+
+
+def count_fit(counts: tuple[float, ...], ranges: tuple[CountRange, ...]) -> float:
+    """How well the stated head counts fall in a rule's ranges (the best over counts and ranges):
+    1 inside a range with both ends; inside an open one, how close its bound is to the count (a
+    rule for 100人以上 decides 120 members, one for 3人以上 hardly); 0 outside all."""
+    best = 0.0
+    for n in counts:
+        for r in ranges:
+            if n <= 0 or not r.low <= n <= r.high:
+                continue
+            best = max(best, 1.0 if r.closed else (r.low / n if math.isinf(r.high) else n / r.high))
+    return best

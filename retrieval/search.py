@@ -18,6 +18,7 @@ from langchain_chroma import Chroma
 from retrieval.embed import E5Embeddings
 from retrieval.evidence import Evidence, PreparedArticle, QueryTerms, article_evidence, prepare, quotable_sentences
 from retrieval.models import Article, Hit
+from retrieval.numerals import count_fit
 from retrieval.query import QueryAnalysis, analyze, build_doc_names
 from retrieval.rerank import FirstStage, Reranker, features
 from retrieval.tokenize import index_terms
@@ -30,6 +31,7 @@ BM25_K1 = 0.9
 BM25_B = 0.4
 DENSE_CANDIDATES = 40
 CANDIDATES = 40  # first-stage articles looked at closely
+HEAD_COUNT_FIT = 0.5  # a rule whose head-count bound is at least this close to the stated number
 NAMED_CANDIDATES = 15  # and the best BM25 articles of a document the question names
 OTHER_SOURCE_RATIO = 0.5  # see LoadedIndex._distinct_first
 NAMED_FIRST_RATIO = 0.6  # a named document's articles scoring at least this share of the best come first
@@ -237,7 +239,7 @@ class LoadedIndex:
         info.dense = top_dense
         info.known_terms = sum(w for t, w in q.terms.items() if t in self.bm25.df) / q.total
         info.named_article = self.lookup_named_article(analysis)
-        keys = self._candidate_keys(analysis, fused, bm25, info.named_article)
+        keys = self._candidate_keys(analysis, fused, bm25, info.named_article, q.head_counts)
         closest = self._closest_sentences(keys, info.vector, dense_sim)
         top_closest = max(closest.values(), default=0.0)
         top_fused = max((fused.get(key, 0.0) for key in keys), default=0.0) or 1.0
@@ -265,7 +267,7 @@ class LoadedIndex:
         return self.bm25.idf(term) if term in self.bm25.df else self._max_idf
 
     def _candidate_keys(self, analysis: QueryAnalysis, fused: dict[str, float], bm25: dict[str, float],
-                        named_article: Article | None) -> list[str]:
+                        named_article: Article | None, head_counts: tuple[float, ...] = ()) -> list[str]:
         """Articles worth a closer look: the best of the first stage, the best of any named
         document, and every article holding a quoted phrase or the text around a quiz blank."""
         keys = sorted(fused, key=lambda key: -fused[key])[:CANDIDATES]
@@ -279,6 +281,10 @@ class LoadedIndex:
         if needles:
             for key, prepared in self.prepared.items():
                 if any(n in prepared.compact for n in needles):
+                    chosen.setdefault(key)
+        if head_counts:  # "有120名党员": every rule for a range of head counts holding that number
+            for key, prepared in self.prepared.items():
+                if count_fit(head_counts, prepared.count_ranges) >= HEAD_COUNT_FIT:
                     chosen.setdefault(key)
         if named_article is not None:
             chosen.setdefault(named_article.key)

@@ -10,7 +10,7 @@ import pytest
 from retrieval.answer import best_sentences_of
 from retrieval.evidence import prepare
 from retrieval.models import Article
-from retrieval.numerals import normalize_quantities, quantity_terms
+from retrieval.numerals import CountRange, count_fit, count_ranges, head_counts, normalize_quantities, quantity_terms
 from retrieval.query import analyze, build_doc_names
 from retrieval.rerank import FEATURES, FirstStage, Reranker, features
 from retrieval.tokenize import index_terms, load_synonyms, tokens
@@ -29,6 +29,22 @@ def test_numbers_in_quantities_written_as_digits(words, digits):
 @pytest.mark.parametrize("text", ["第一次全体会议", "一般应当", "统一思想", "之一", "一个党支部"])
 def test_ordinals_and_words_keep_their_numerals(text):
     assert normalize_quantities(text) == text
+
+
+def test_head_count_ranges_of_rules_and_the_numbers_questions_state():
+    text = normalize_quantities("机关党员五十人以上、一百人以下的，设立党的总支部委员会。党员不足50人的，可以设立。党支部委员会由3至5人组成。")
+    assert count_ranges(text) == (CountRange(50, 100, True), CountRange(0, 49, False))  # 3至5人 states no bound
+    assert head_counts(normalize_quantities("我们机关有八十名党员")) == (80,)
+    assert head_counts(normalize_quantities("支部就6个正式党员")) == (6,)
+    assert count_fit((80,), count_ranges(text)) == 1.0
+    assert count_fit((120,), count_ranges(text)) == 0.0
+    # An open range counts by how close its bound is: 100人以上 decides 120 members, 3人以上 hardly.
+    assert count_fit((120,), count_ranges("党员100人以上的")) > 0.8 > 0.1 > count_fit((120,), count_ranges("党员3人以上的"))
+
+
+def test_the_rule_for_the_stated_number_of_members_comes_first(service):
+    answer = service.ask("我们机关有80名党员，应当设立什么党组织？")
+    assert answer.citations[0].citation == "《中国共产党党和国家机关基层组织工作条例》第六条"  # 50人以上、100人以下
 
 
 def test_one_time_and_1_time_share_a_search_term():
