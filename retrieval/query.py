@@ -91,14 +91,39 @@ def _short_titles(title: str) -> list[str]:
     return [f for f in forms if f]
 
 
+_KIND_WORDS = ("若干意见", "意见", "通知", "决定", "规定", "办法", "细则", "条例")
+
+
+def _issuer_forms(title: str, issuer: str) -> set[str]:
+    """"河南省委的意见": who issued it and what kind of text it is, as people refer to a
+    document (from "X关于…的意见" titles and the metadata's issuer)."""
+    kind = next((k for k in _KIND_WORDS if re.sub(r"[（(][^（）()]*[）)]$", "", title).endswith(k)), None)
+    if kind is None:
+        return set()
+    issuers = {title.split("关于", 1)[0]} if "关于" in title[1:] else set()
+    if issuer and not re.search(r"[（(]", issuer):
+        issuers.add(issuer)
+    forms = set()
+    for who in filter(None, issuers):
+        for w in _short_titles(who) if len(who) >= 6 else [who]:
+            forms.update({f"{w}的{kind}", f"{w}的意见"} if kind == "若干意见" else {f"{w}的{kind}"})
+    return forms
+
+
 def build_doc_names(documents: list[dict]) -> list[DocName]:
-    """Name table from manifest entries (``doc_id``, ``title``, ``aliases``)."""
+    """Name table from manifest entries (``doc_id``, ``title``, ``aliases``, ``issuer``)."""
     out = []
     aliases_by_title: dict[str, set[str]] = {}
     for d in documents:  # editions of one document share their aliases (党章 for every 章程)
         aliases_by_title.setdefault(d["title"], set()).update(d.get("aliases", []))
+    issuer_forms = {d["title"]: _issuer_forms(d["title"], d.get("issuer") or "") for d in documents}
+    titles_by_form: dict[str, set[str]] = {}
+    for title, forms in issuer_forms.items():
+        for form in forms:
+            titles_by_form.setdefault(form, set()).add(title)
     for d in documents:
-        names = {compact(n) for n in [*_short_titles(d["title"]), *aliases_by_title[d["title"]]] if n}
+        unique = [f for f in issuer_forms[d["title"]] if len(titles_by_form[f]) == 1]  # 中共中央的条例: which?
+        names = {compact(n) for n in [*_short_titles(d["title"]), *aliases_by_title[d["title"]], *unique] if n}
         out.append(DocName(d["doc_id"], d["title"], tuple(sorted((n for n in names if len(n) >= 2), key=len, reverse=True)),
                            year=str(d.get("date") or "")[:4]))
     return out

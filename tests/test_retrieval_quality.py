@@ -125,6 +125,24 @@ def test_missing_item_of_an_outline_document_is_searched_not_refused_as_missing_
     assert "没有第九十九条" not in answer.answer
 
 
+def test_a_document_is_named_by_who_issued_it_and_its_kind():
+    names = build_doc_names([
+        {"doc_id": "hn", "title": "中共河南省委关于加强和改进全省机关党的建设的若干意见", "issuer": "中共河南省委"},
+        {"doc_id": "sc", "title": "关于进一步加强和改进机关党的建设的意见", "issuer": "中共四川省委办公厅"},
+        {"doc_id": "zb", "title": "中国共产党支部工作条例（试行）", "issuer": "中共中央"},
+        {"doc_id": "jy", "title": "中国共产党党员教育管理工作条例", "issuer": "中共中央"},
+    ])
+    assert analyze("按河南省委的意见，机关工委书记由谁兼任？", names).named_docs == ("hn",)
+    assert analyze("四川省委办公厅的意见里，经费怎么保障？", names).named_docs == ("sc",)
+    assert analyze("中共中央的条例规定党员多久参加一次组织生活？", names).named_docs == ()  # two: not guessed
+
+
+def test_a_document_named_by_its_issuer_is_searched_first(service):
+    answer = service.ask("中央国家机关工委的意见对机关党委书记的人选是怎么要求的？")
+    assert answer.citations[0].doc_title == "中央国家机关工委关于中央国家机关各部门党组指导机关党委工作的意见"
+    assert "行政副职兼任书记" in answer.answer
+
+
 def test_question_analysis_names_documents_editions_blanks_and_answer_kinds():
     names = build_doc_names([
         {"doc_id": "dz22", "title": "中国共产党章程", "aliases": ["党章"], "date": "2022-10-22"},
